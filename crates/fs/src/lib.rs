@@ -1,1 +1,42 @@
-//! TODO
+//! The file-system backend of mountshare: read a directory tree (FUSE-backed or not) by paths
+//! relative to its root, with no way for a path to reach outside it.
+//!
+//! Everything here is blocking: callers run it on a blocking thread pool, never on an async
+//! executor. The NFS layer above knows files only by [`RelPath`]; it never sees host paths.
+
+mod attr;
+mod error;
+mod local;
+mod open_files;
+mod path;
+
+pub use attr::{Attr, FileKind, FsStats, Timestamp};
+pub use error::FsError;
+pub use local::{LocalFs, LocalFsOptions};
+pub use open_files::OpenFileCacheStats;
+pub use path::{validate_name, RelPath, MAX_NAME_LEN};
+
+/// A directory entry as listed by [`Backend::read_dir`]: its name only (never `.` or `..`).
+pub type DirEntryName = Vec<u8>;
+
+/// What a READ returned: bytes read, and the attributes of the file read from.
+#[derive(Debug, Clone)]
+pub struct ReadOutcome {
+    pub bytes: usize,
+    pub eof: bool,
+    pub attr: Attr,
+}
+
+/// The operations the NFS layer needs from a tree. All are read-only and blocking.
+pub trait Backend: Send + Sync + 'static {
+    /// Attributes of the object at `path`, not following a final symlink.
+    fn stat(&self, path: &RelPath) -> Result<Attr, FsError>;
+    /// Names in the directory at `path`, without `.` and `..`, in no particular order.
+    fn read_dir(&self, path: &RelPath) -> Result<Vec<DirEntryName>, FsError>;
+    /// The target of the symlink at `path`, as stored; never followed.
+    fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, FsError>;
+    /// Fill `buf` from `offset` of the regular file at `path` (fewer bytes only at end of file).
+    fn read(&self, path: &RelPath, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome, FsError>;
+    /// Space and file counts of the file system holding the root.
+    fn statfs(&self) -> Result<FsStats, FsError>;
+}

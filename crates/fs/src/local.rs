@@ -1,0 +1,305 @@
+//! [`LocalFs`]: the backend over a host directory, FUSE-backed or not.
+//!
+//! Every path is opened with `openat2(2)` relative to a descriptor of the root, with
+//! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`: the kernel refuses any
+//! resolution that would leave the root or follow a symlink, whatever the tree does between our
+//! checks. Symlinks themselves are only ever read with `readlinkat`, never followed.
+use crate::open_files::{Cached, OpenFileCache};
+use crate::{Attr, Backend, DirEntryName, FileKind, FsError, FsStats, ReadOutcome, RelPath};
+use rustix::fs::{Mode, OFlags, ResolveFlags};
+use std::fs::File;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
+    .union(ResolveFlags::NO_SYMLINKS)
+    .union(ResolveFlags::NO_MAGICLINKS);
+
+/// Tuning of a [`LocalFs`].
+#[derive(Debug, Clone)]
+pub struct LocalFsOptions {
+    /// How many files READ keeps open.
+    pub open_files: usize,
+    /// How long an open file is trusted before its path is checked again.
+    pub revalidate_after: Duration,
+}
+
+impl Default for LocalFsOptions {
+    fn default() -> Self {
+        LocalFsOptions {
+            open_files: 256,
+            revalidate_after: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A directory tree on this host, read beneath its root.
+pub struct LocalFs {
+    root: OwnedFd,
+    root_path: PathBuf,
+    open_files: OpenFileCache,
+}
+
+impl LocalFs {
+    /// Open `root`, which must be a directory.
+    pub fn open(root: &Path) -> Result<LocalFs, FsError> {
+        Self::with_options(root, LocalFsOptions::default())
+    }
+
+    pub fn with_options(root: &Path, options: LocalFsOptions) -> Result<LocalFs, FsError> {
+        let fd = rustix::fs::open(
+            root,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(LocalFs {
+            root: fd,
+            root_path: root.to_path_buf(),
+            open_files: OpenFileCache::new(options.open_files, options.revalidate_after),
+        })
+    }
+
+    /// The host path this backend serves.
+    pub fn root_path(&self) -> &Path {
+        &self.root_path
+    }
+
+    /// Counters of the open-file cache.
+    pub fn open_file_stats(&self) -> crate::OpenFileCacheStats {
+        self.open_files.stats()
+    }
+
+    fn open_beneath(&self, path: &RelPath, flags: OFlags) -> Result<OwnedFd, FsError> {
+        let fd = rustix::fs::openat2(
+            self.root.as_fd(),
+            path.for_syscall(),
+            flags | OFlags::CLOEXEC,
+            Mode::empty(),
+            RESOLVE,
+        )?;
+        Ok(fd)
+    }
+
+    /// An O_PATH descriptor of the object itself (a final symlink is not followed).
+    fn open_path(&self, path: &RelPath) -> Result<OwnedFd, FsError> {
+        self.open_beneath(path, OFlags::PATH | OFlags::NOFOLLOW)
+    }
+
+    fn open_for_read(&self, path: &RelPath) -> Result<(Arc<File>, Attr), FsError> {
+        let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY)?;
+        let attr = Attr::from_stat(&rustix::fs::fstat(&fd)?);
+        match attr.kind {
+            FileKind::Regular => Ok((Arc::new(File::from(fd)), attr)),
+            FileKind::Directory => Err(FsError::Os(crate::error::Errno(libc_eisdir()))),
+            _ => Err(FsError::Os(crate::error::Errno(
+                rustix::io::Errno::INVAL.raw_os_error(),
+            ))),
+        }
+    }
+
+    fn cached_file(&self, path: &RelPath) -> Result<Arc<File>, FsError> {
+        match self.open_files.get(path) {
+            Cached::Fresh(f) => return Ok(f),
+            Cached::Check(f, dev, ino) => {
+                if let Ok(now) = self.stat(path) {
+                    if now.dev == dev && now.ino == ino {
+                        self.open_files.validated(path);
+                        return Ok(f);
+                    }
+                }
+                self.open_files.remove(path);
+            }
+            Cached::Miss => {}
+        }
+        let (file, attr) = self.open_for_read(path)?;
+        self.open_files.insert(path.clone(), file.clone(), &attr);
+        Ok(file)
+    }
+}
+
+fn libc_eisdir() -> i32 {
+    rustix::io::Errno::ISDIR.raw_os_error()
+}
+
+impl Backend for LocalFs {
+    fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
+        if path.is_root() {
+            return Ok(Attr::from_stat(&rustix::fs::fstat(&self.root)?));
+        }
+        let fd = self.open_path(path)?;
+        Ok(Attr::from_stat(&rustix::fs::fstat(&fd)?))
+    }
+
+    fn read_dir(&self, path: &RelPath) -> Result<Vec<DirEntryName>, FsError> {
+        let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        let mut dir = rustix::fs::Dir::new(fd)?;
+        let mut names = Vec::new();
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = entry.file_name().to_bytes();
+            if name == b"." || name == b".." {
+                continue;
+            }
+            names.push(name.to_vec());
+        }
+        Ok(names)
+    }
+
+    fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, FsError> {
+        let fd = self.open_path(path)?;
+        let target = rustix::fs::readlinkat(&fd, "", Vec::new())?;
+        Ok(target.into_bytes())
+    }
+
+    fn read(&self, path: &RelPath, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome, FsError> {
+        let file = self.cached_file(path)?;
+        let mut done = 0;
+        while done < buf.len() {
+            let at = offset.saturating_add(done as u64);
+            match file.read_at(&mut buf[done..], at) {
+                Ok(0) => break,
+                Ok(n) => done += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        let attr = Attr::from_stat(&rustix::fs::fstat(file.as_fd())?);
+        let eof = offset.saturating_add(done as u64) >= attr.size;
+        Ok(ReadOutcome {
+            bytes: done,
+            eof,
+            attr,
+        })
+    }
+
+    fn statfs(&self) -> Result<FsStats, FsError> {
+        let s = rustix::fs::fstatvfs(&self.root)?;
+        let frsize = if s.f_frsize > 0 {
+            s.f_frsize
+        } else {
+            s.f_bsize
+        };
+        Ok(FsStats {
+            total_bytes: s.f_blocks.saturating_mul(frsize),
+            free_bytes: s.f_bfree.saturating_mul(frsize),
+            avail_bytes: s.f_bavail.saturating_mul(frsize),
+            total_files: s.f_files,
+            free_files: s.f_ffree,
+            avail_files: s.f_favail,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree() -> (tempfile::TempDir, LocalFs) {
+        let outside = tempfile::tempdir().unwrap();
+        let t = tempfile::tempdir().unwrap();
+        std::fs::create_dir(t.path().join("dir")).unwrap();
+        std::fs::write(t.path().join("dir/file"), b"hello world").unwrap();
+        std::fs::write(outside.path().join("secret"), b"secret").unwrap();
+        symlink("file", t.path().join("dir/rel-link")).unwrap();
+        symlink(outside.path(), t.path().join("escape-dir")).unwrap();
+        symlink(outside.path().join("secret"), t.path().join("escape-file")).unwrap();
+        std::mem::forget(outside);
+        let fs = LocalFs::open(t.path()).unwrap();
+        (t, fs)
+    }
+
+    fn p(s: &str) -> RelPath {
+        RelPath::parse(s.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn reads_stats_and_lists() {
+        let (_t, fs) = tree();
+        let attr = fs.stat(&p("dir/file")).unwrap();
+        assert_eq!(attr.kind, FileKind::Regular);
+        assert_eq!(attr.size, 11);
+        let mut buf = [0u8; 5];
+        let r = fs.read(&p("dir/file"), 6, &mut buf).unwrap();
+        assert_eq!((&buf[..r.bytes], r.eof), (&b"world"[..], true));
+        let r = fs.read(&p("dir/file"), 0, &mut buf).unwrap();
+        assert_eq!((&buf[..r.bytes], r.eof), (&b"hello"[..], false));
+        let mut names = fs.read_dir(&p("dir")).unwrap();
+        names.sort();
+        assert_eq!(names, vec![b"file".to_vec(), b"rel-link".to_vec()]);
+        assert_eq!(
+            fs.open_file_stats().opens,
+            1,
+            "second READ reuses the open file"
+        );
+    }
+
+    #[test]
+    fn symlinks_are_read_never_followed() {
+        let (_t, fs) = tree();
+        assert_eq!(fs.stat(&p("dir/rel-link")).unwrap().kind, FileKind::Symlink);
+        assert_eq!(fs.read_link(&p("dir/rel-link")).unwrap(), b"file");
+        // The link's own attributes, not the target's.
+        assert_eq!(fs.stat(&p("escape-file")).unwrap().kind, FileKind::Symlink);
+        let mut buf = [0u8; 16];
+        assert!(fs.read(&p("escape-file"), 0, &mut buf).is_err());
+        assert!(fs.read(&p("dir/rel-link"), 0, &mut buf).is_err());
+        assert!(fs.read_dir(&p("escape-dir")).is_err());
+        assert!(fs.stat(&p("escape-dir/secret")).is_err());
+    }
+
+    #[test]
+    fn read_of_directory_is_eisdir() {
+        let (_t, fs) = tree();
+        let mut buf = [0u8; 4];
+        let err = fs.read(&p("dir"), 0, &mut buf).unwrap_err();
+        assert_eq!(err.errno(), Some(rustix::io::Errno::ISDIR.raw_os_error()));
+    }
+
+    #[test]
+    fn replaced_file_is_reopened_after_revalidation() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"old").unwrap();
+        let fs = LocalFs::with_options(
+            t.path(),
+            LocalFsOptions {
+                open_files: 4,
+                revalidate_after: Duration::ZERO,
+            },
+        )
+        .unwrap();
+        let mut buf = [0u8; 8];
+        let r = fs.read(&p("f"), 0, &mut buf).unwrap();
+        assert_eq!(&buf[..r.bytes], b"old");
+        std::fs::write(t.path().join("g"), b"new!").unwrap();
+        std::fs::rename(t.path().join("g"), t.path().join("f")).unwrap();
+        let r = fs.read(&p("f"), 0, &mut buf).unwrap();
+        assert_eq!(&buf[..r.bytes], b"new!");
+    }
+
+    #[test]
+    fn cache_is_bounded() {
+        let t = tempfile::tempdir().unwrap();
+        for i in 0..10 {
+            std::fs::write(t.path().join(i.to_string()), b"x").unwrap();
+        }
+        let fs = LocalFs::with_options(
+            t.path(),
+            LocalFsOptions {
+                open_files: 3,
+                revalidate_after: Duration::from_secs(60),
+            },
+        )
+        .unwrap();
+        let mut buf = [0u8; 1];
+        for i in 0..10 {
+            fs.read(&p(&i.to_string()), 0, &mut buf).unwrap();
+        }
+        let s = fs.open_file_stats();
+        assert_eq!(s.open_now, 3);
+        assert_eq!(s.evictions, 7);
+    }
+}
