@@ -73,9 +73,9 @@ impl Attr {
             rdev: (rustix::fs::major(rdev), rustix::fs::minor(rdev)),
             dev: st.st_dev,
             ino: st.st_ino,
-            atime: ts(st.st_atime as i64, st.st_atime_nsec as u64),
-            mtime: ts(st.st_mtime as i64, st.st_mtime_nsec as u64),
-            ctime: ts(st.st_ctime as i64, st.st_ctime_nsec as u64),
+            atime: ts(st.st_atime as i64, st.st_atime_nsec),
+            mtime: ts(st.st_mtime as i64, st.st_mtime_nsec),
+            ctime: ts(st.st_ctime as i64, st.st_ctime_nsec),
         }
     }
 }
