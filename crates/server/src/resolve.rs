@@ -1,0 +1,223 @@
+//! Turning a file handle back into a path, with no state that must survive a restart.
+//!
+//! Handles seen recently are in a bounded cache. Any other handle (after a restart, or on a
+//! second server over the same tree) is found by a walk from the root guided by the handle's
+//! per-component hashes, and accepted only if the whole-path hash matches.
+use crate::dircache::DirCache;
+use crate::handle::{component_hash, path_hash, FileHandle, MAX_GUIDED_DEPTH};
+use mountshare_fs::{Backend, RelPath};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Most directory entries a search below the guided depth may visit before giving up.
+const MAX_SEARCH_ENTRIES: usize = 200_000;
+
+/// The result of resolving a handle that names nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stale;
+
+/// A bounded map from path hash to path, of two generations: lookups hit either, inserts go to
+/// the young one, and when it is full the old one is dropped. Constant time, no unbounded growth.
+pub struct HandleCache {
+    capacity: usize,
+    inner: Mutex<(HashMap<u64, RelPath>, HashMap<u64, RelPath>)>,
+}
+
+impl HandleCache {
+    pub fn new(capacity: usize) -> Self {
+        HandleCache {
+            capacity: capacity.max(2),
+            inner: Mutex::new((HashMap::new(), HashMap::new())),
+        }
+    }
+
+    pub fn insert(&self, path: &RelPath) {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        if g.0.len() >= self.capacity / 2 {
+            g.1 = std::mem::take(&mut g.0);
+        }
+        g.0.insert(path_hash(path), path.clone());
+    }
+
+    fn get(&self, fh: &FileHandle) -> Option<RelPath> {
+        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let found = match g.0.get(&fh.path_hash) {
+            Some(p) => Some(p.clone()),
+            None => g.1.remove(&fh.path_hash),
+        };
+        let path = found.filter(|p| fh.matches(p))?;
+        g.0.insert(fh.path_hash, path.clone());
+        Some(path)
+    }
+
+    pub fn len(&self) -> usize {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.0.len() + g.1.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Find the path `fh` names: from the cache, or by a guided walk of the tree.
+pub fn resolve(
+    fh: &FileHandle,
+    backend: &dyn Backend,
+    dirs: &DirCache,
+    cache: &HandleCache,
+) -> Result<RelPath, Stale> {
+    if fh.depth == 0 {
+        return if fh.matches(&RelPath::root()) {
+            Ok(RelPath::root())
+        } else {
+            Err(Stale)
+        };
+    }
+    if let Some(p) = cache.get(fh) {
+        return Ok(p);
+    }
+    let found = walk(fh, backend, dirs).ok_or(Stale)?;
+    cache.insert(&found);
+    tracing::debug!(path = %found, "resolved handle by walking the tree");
+    Ok(found)
+}
+
+fn children(backend: &dyn Backend, dirs: &DirCache, dir: &RelPath) -> Vec<RelPath> {
+    let Ok(attr) = backend.stat(dir) else {
+        return Vec::new();
+    };
+    if !attr.is_dir() {
+        return Vec::new();
+    }
+    match dirs.snapshot(backend, dir, &attr) {
+        Ok(snap) => snap
+            .entries
+            .iter()
+            .filter_map(|(_, name)| dir.join(name).ok())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn walk(fh: &FileHandle, backend: &dyn Backend, dirs: &DirCache) -> Option<RelPath> {
+    let depth = usize::from(fh.depth);
+    let mut frontier = vec![RelPath::root()];
+    for want in &fh.components {
+        let mut next = Vec::new();
+        for dir in &frontier {
+            let Ok(attr) = backend.stat(dir) else {
+                continue;
+            };
+            if !attr.is_dir() {
+                continue;
+            }
+            let Ok(snap) = dirs.snapshot(backend, dir, &attr) else {
+                continue;
+            };
+            for (_, name) in &snap.entries {
+                if component_hash(name) == *want {
+                    if let Ok(p) = dir.join(name) {
+                        next.push(p);
+                    }
+                }
+            }
+        }
+        if next.is_empty() {
+            return None;
+        }
+        frontier = next;
+    }
+    if depth <= MAX_GUIDED_DEPTH {
+        return frontier.into_iter().find(|p| fh.matches(p));
+    }
+    // Deeper than the handle's guide: search the subtrees below, bounded.
+    let mut budget = MAX_SEARCH_ENTRIES;
+    let mut stack: Vec<(RelPath, usize)> = frontier
+        .into_iter()
+        .map(|p| (p, MAX_GUIDED_DEPTH))
+        .collect();
+    while let Some((dir, d)) = stack.pop() {
+        for child in children(backend, dirs, &dir) {
+            budget = budget.checked_sub(1)?;
+            if d + 1 == depth {
+                if fh.matches(&child) {
+                    return Some(child);
+                }
+            } else {
+                stack.push((child, d + 1));
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dircache::DirCacheLimits;
+    use mountshare_fs::LocalFs;
+
+    fn setup() -> (tempfile::TempDir, LocalFs) {
+        let t = tempfile::tempdir().unwrap();
+        let mut deep = t.path().to_path_buf();
+        for i in 0..20 {
+            deep.push(format!("level {i}"));
+        }
+        std::fs::create_dir_all(&deep).unwrap();
+        std::fs::write(deep.join("file"), b"x").unwrap();
+        std::fs::create_dir_all(t.path().join("a/b")).unwrap();
+        std::fs::write(t.path().join("a/b/c"), b"y").unwrap();
+        let fs = LocalFs::open(t.path()).unwrap();
+        (t, fs)
+    }
+
+    #[test]
+    fn fresh_resolver_finds_paths_without_state() {
+        let (_t, fs) = setup();
+        let mut deep = String::new();
+        for i in 0..20 {
+            deep.push_str(&format!("level {i}/"));
+        }
+        deep.push_str("file");
+        for path in ["a", "a/b", "a/b/c", deep.as_str()] {
+            let p = RelPath::parse(path.as_bytes()).unwrap();
+            let fh = FileHandle::for_path(&p).unwrap();
+            // A new cache and dir cache: as after a restart.
+            let got = resolve(
+                &fh,
+                &fs,
+                &DirCache::new(DirCacheLimits::default()),
+                &HandleCache::new(16),
+            );
+            assert_eq!(got, Ok(p), "{path}");
+        }
+    }
+
+    #[test]
+    fn forged_and_vanished_handles_are_stale() {
+        let (t, fs) = setup();
+        let dirs = DirCache::new(DirCacheLimits::default());
+        let cache = HandleCache::new(16);
+        let p = RelPath::parse(b"a/b/c").unwrap();
+        let mut fh = FileHandle::for_path(&p).unwrap();
+        fh.path_hash ^= 1;
+        assert_eq!(resolve(&fh, &fs, &dirs, &cache), Err(Stale));
+        let gone = RelPath::parse(b"a/b/gone").unwrap();
+        let fh = FileHandle::for_path(&gone).unwrap();
+        assert_eq!(resolve(&fh, &fs, &dirs, &cache), Err(Stale));
+        std::fs::remove_file(t.path().join("a/b/c")).unwrap();
+        let fh = FileHandle::for_path(&p).unwrap();
+        let fresh = DirCache::new(DirCacheLimits::default());
+        assert_eq!(resolve(&fh, &fs, &fresh, &HandleCache::new(4)), Err(Stale));
+    }
+
+    #[test]
+    fn handle_cache_is_bounded() {
+        let c = HandleCache::new(10);
+        for i in 0..1000 {
+            c.insert(&RelPath::parse(format!("f{i}").as_bytes()).unwrap());
+        }
+        assert!(c.len() <= 10);
+    }
+}
