@@ -1,6 +1,18 @@
 //! The mountshare NFSv3 server: connections, RPC dispatch, and the NFS, MOUNT and PORTMAP
 //! handlers over a [`mountshare_fs::Backend`].
 
+pub mod auth;
+mod connection;
 pub mod dircache;
+pub mod dispatch;
+pub mod error;
+pub mod export;
 pub mod handle;
+mod mount;
+pub mod nfs;
+mod portmap;
 pub mod resolve;
+mod server;
+
+pub use export::{Export, DEFAULT_FSID};
+pub use server::{Limits, Server, ServerConfig, ServerError};

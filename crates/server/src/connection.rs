@@ -1,0 +1,124 @@
+//! One client connection: records are read in order, each call is worked on in its own task,
+//! and replies go out as they complete, in any order (RFC 5531 allows it; the Linux client
+//! matches replies by xid). A slow call never holds up the others on the connection.
+use crate::dispatch::{self, CallCtx};
+use crate::export::Export;
+use crate::server::Limits;
+use bytes::BytesMut;
+use mountshare_proto::record::RecordDecoder;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::sync::{watch, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::task::JoinSet;
+
+pub(crate) async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    export: Arc<Export>,
+    limits: Limits,
+    global: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+    _connection_permit: OwnedSemaphorePermit,
+) {
+    tracing::debug!(%peer, "connection opened");
+    let (mut rd, wr) = stream.into_split();
+    let wr = Arc::new(Mutex::new(wr));
+    let local = Arc::new(Semaphore::new(limits.per_connection_in_flight));
+    let mut decoder = RecordDecoder::new(limits.max_record);
+    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut calls = JoinSet::new();
+    'conn: loop {
+        loop {
+            let record = match decoder.decode(&mut buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(%peer, error = %e, "bad record; closing connection");
+                    break 'conn;
+                }
+            };
+            // Take both permits before reading on: when either bound is reached, the connection
+            // is not read and TCP pushes back on the client.
+            let permits = tokio::select! {
+                p = acquire(&local, &global) => match p { Some(p) => p, None => break 'conn },
+                _ = stop.changed() => break 'conn,
+            };
+            let ctx = CallCtx { peer };
+            calls.spawn(call(record, ctx, export.clone(), wr.clone(), permits));
+            while calls.try_join_next().is_some() {}
+        }
+        tokio::select! {
+            n = rd.read_buf(&mut buf) => match n {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "read failed");
+                    break;
+                }
+            },
+            _ = stop.changed() => break,
+        }
+    }
+    // Calls already accepted still get their replies.
+    while calls.join_next().await.is_some() {}
+    let _ = wr.lock().await.shutdown().await;
+    tracing::debug!(%peer, "connection closed");
+}
+
+async fn acquire(
+    local: &Arc<Semaphore>,
+    global: &Arc<Semaphore>,
+) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
+    let l = local.clone().acquire_owned().await.ok()?;
+    let g = global.clone().acquire_owned().await.ok()?;
+    Some((l, g))
+}
+
+async fn call(
+    record: bytes::Bytes,
+    ctx: CallCtx,
+    export: Arc<Export>,
+    wr: Arc<Mutex<OwnedWriteHalf>>,
+    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
+) {
+    let peer = ctx.peer;
+    // File-system calls block (a FUSE read may take seconds): never on the executor's threads.
+    let reply =
+        tokio::task::spawn_blocking(move || dispatch::dispatch(&export, &ctx, &record)).await;
+    let reply = match reply {
+        Ok(Some(r)) => r,
+        Ok(None) => return,
+        Err(e) => {
+            tracing::error!(%peer, error = %e, "call handler failed");
+            return;
+        }
+    };
+    let mut w = wr.lock().await;
+    if let Err(e) = w.write_all(&reply).await {
+        tracing::debug!(%peer, error = %e, "write failed");
+    }
+    drop(w);
+    drop(permits);
+}
+
+/// PORTMAP over UDP (port 111 only): `mount.nfs` and the kernel may ask there first.
+pub(crate) async fn serve_udp(
+    sock: UdpSocket,
+    export: Arc<Export>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut buf = vec![0u8; 9000];
+    loop {
+        let (n, peer) = tokio::select! {
+            r = sock.recv_from(&mut buf) => match r { Ok(r) => r, Err(_) => continue },
+            _ = stop.changed() => break,
+        };
+        let ctx = CallCtx { peer };
+        if let Some(reply) = dispatch::dispatch_udp_portmap(&export, &ctx, &buf[..n]) {
+            let _ = sock.send_to(&reply, peer).await;
+        }
+    }
+}

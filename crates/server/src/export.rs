@@ -1,0 +1,88 @@
+//! The state of one export: the backend, and the caches that make handles and listings cheap.
+//! None of it must survive a restart: every cache can be rebuilt from the tree.
+use crate::dircache::{DirCache, DirCacheLimits};
+use crate::handle::FileHandle;
+use crate::resolve::{self, HandleCache, Stale};
+use mountshare_fs::{Attr, Backend, FsError, RelPath};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+
+/// The fsid used unless configured: the same on every server, so that a failover to another
+/// server over the same tree presents the same file system to clients.
+pub const DEFAULT_FSID: u64 = 0x6d73_6861_7265_0001;
+
+/// Most entries kept in the MOUNT list (DUMP); it is advisory only.
+const MAX_MOUNT_LIST: usize = 1024;
+
+/// One exported tree and its caches.
+pub struct Export {
+    pub backend: Arc<dyn Backend>,
+    pub dirs: DirCache,
+    pub handles: HandleCache,
+    pub fsid: u64,
+    /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
+    pub port: u16,
+    /// The portmapper port, when PORTMAP is also served on 111.
+    pub portmap_port: Option<u16>,
+    mounts: Mutex<Vec<(String, String)>>,
+}
+
+impl Export {
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        fsid: u64,
+        port: u16,
+        portmap_port: Option<u16>,
+    ) -> Export {
+        Export {
+            backend,
+            dirs: DirCache::new(DirCacheLimits::default()),
+            handles: HandleCache::new(1 << 18),
+            fsid,
+            port,
+            portmap_port,
+            mounts: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The path a handle names, or `Stale`.
+    pub fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Stale> {
+        resolve::resolve(fh, self.backend.as_ref(), &self.dirs, &self.handles)
+    }
+
+    /// The handle of `path`, remembered so that it resolves without a walk.
+    pub fn handle_for(&self, path: &RelPath) -> Option<FileHandle> {
+        let fh = FileHandle::for_path(path)?;
+        self.handles.insert(path);
+        Some(fh)
+    }
+
+    pub fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
+        self.backend.stat(path)
+    }
+
+    pub fn record_mount(&self, peer: SocketAddr, dirpath: &str) {
+        let mut m = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = (peer.ip().to_string(), dirpath.to_string());
+        if !m.contains(&entry) {
+            if m.len() >= MAX_MOUNT_LIST {
+                m.remove(0);
+            }
+            m.push(entry);
+        }
+    }
+
+    pub fn forget_mount(&self, peer: SocketAddr, dirpath: Option<&str>) {
+        let host = peer.ip().to_string();
+        let mut m = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
+        m.retain(|(h, d)| !(h == &host && dirpath.is_none_or(|p| p == d)));
+    }
+
+    /// (host, directory) pairs of clients that mounted and have not unmounted.
+    pub fn mount_list(&self) -> Vec<(String, String)> {
+        self.mounts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}

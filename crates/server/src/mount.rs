@@ -1,0 +1,86 @@
+//! MOUNT protocol (RFC 1813 appendix I): hands out the root handle (or a subdirectory's) and
+//! keeps the advisory list of who mounted. Versions 1 and 3 share every procedure's encoding
+//! except MNT, which only version 3 serves (version 1's 32-byte handles cannot hold ours).
+use crate::dispatch::{decode_args, CallCtx, Reply};
+use crate::export::Export;
+use mountshare_fs::RelPath;
+use mountshare_proto::mount3::*;
+use mountshare_proto::rpc::{AcceptStat, AUTH_SYS};
+
+pub(crate) fn call(
+    export: &Export,
+    ctx: &CallCtx,
+    vers: u32,
+    procedure: u32,
+    args: &[u8],
+    reply: &mut Reply,
+) -> Result<(), AcceptStat> {
+    if vers != 1 && vers != MOUNT_V3 {
+        return Err(AcceptStat::ProgMismatch {
+            low: 1,
+            high: MOUNT_V3,
+        });
+    }
+    match procedure {
+        mountproc3::NULL => reply.success(),
+        mountproc3::MNT if vers == MOUNT_V3 => {
+            let DirPath(path) = decode_args(args)?;
+            let res = mnt(export, &path);
+            if matches!(res, MountRes3::Ok(_)) {
+                export.record_mount(ctx.peer, &String::from_utf8_lossy(&path));
+                tracing::info!(peer = %ctx.peer, path = %String::from_utf8_lossy(&path), "client mounted");
+            }
+            reply.results(&res);
+        }
+        mountproc3::DUMP => {
+            let list = export
+                .mount_list()
+                .into_iter()
+                .map(|(host, dir)| MountBody {
+                    ml_hostname: host.into_bytes(),
+                    ml_directory: dir.into_bytes(),
+                })
+                .collect();
+            reply.results(&MountList(list));
+        }
+        mountproc3::UMNT => {
+            let DirPath(path) = decode_args(args)?;
+            export.forget_mount(ctx.peer, Some(&String::from_utf8_lossy(&path)));
+            reply.success();
+        }
+        mountproc3::UMNTALL => {
+            export.forget_mount(ctx.peer, None);
+            reply.success();
+        }
+        mountproc3::EXPORT => reply.results(&Exports(vec![ExportNode {
+            ex_dir: b"/".to_vec(),
+            ex_groups: Vec::new(),
+        }])),
+        _ => return Err(AcceptStat::ProcUnavail),
+    }
+    Ok(())
+}
+
+/// The handle of the directory `path` names below the export: `/` is the root. No symlink is
+/// followed and `..` is refused, so a MNT never reaches outside the export.
+fn mnt(export: &Export, path: &[u8]) -> MountRes3 {
+    let rel = match RelPath::parse(path) {
+        Ok(p) => p,
+        Err(_) => return MountRes3::Fail(MountStat3::NoEnt),
+    };
+    match export.stat(&rel) {
+        Ok(attr) if attr.is_dir() => match export.handle_for(&rel) {
+            Some(fh) => MountRes3::Ok(MountRes3Ok {
+                fhandle: fh.encode(),
+                auth_flavors: vec![AUTH_SYS],
+            }),
+            None => MountRes3::Fail(MountStat3::NameTooLong),
+        },
+        Ok(_) => MountRes3::Fail(MountStat3::NotDir),
+        Err(e) => MountRes3::Fail(match crate::error::nfsstat(&e) {
+            mountshare_proto::nfs3::NfsStat3::Acces => MountStat3::Acces,
+            mountshare_proto::nfs3::NfsStat3::NotDir => MountStat3::NotDir,
+            _ => MountStat3::NoEnt,
+        }),
+    }
+}

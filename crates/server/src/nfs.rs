@@ -1,0 +1,498 @@
+//! NFS version 3 procedures (RFC 1813 section 3.3): the read side over the backend, and
+//! NFS3ERR_ROFS for every procedure that would change the tree.
+use crate::auth::Creds;
+use crate::dispatch::{decode_args, Reply};
+use crate::error::nfsstat;
+use crate::export::Export;
+use crate::handle::{path_hash, BadHandle, FileHandle};
+use mountshare_fs::{Attr, FileKind, RelPath, Timestamp};
+use mountshare_proto::nfs3::*;
+use mountshare_proto::rpc::AcceptStat;
+use mountshare_proto::xdr::XdrEncode;
+
+/// The largest READ served and advertised (FSINFO rtmax/rtpref).
+pub const MAX_READ: u32 = 1 << 20;
+/// The largest READDIR/READDIRPLUS reply built, whatever the client asks.
+const MAX_DIR_REPLY: u32 = 1 << 20;
+/// The cookie verifier: a constant of the cookie scheme, so cookies stay valid across restarts
+/// and failovers. A cookie from anything else (another server, an older scheme) is refused.
+pub const COOKIE_VERIFIER: CookieVerf3 = *b"mshare01";
+/// Cookies of the `.` and `..` entries (real entries are always above 2).
+const DOT_COOKIE: u64 = 1;
+const DOTDOT_COOKIE: u64 = 2;
+
+/// Run NFSv3 procedure `procedure` with XDR `args`, writing the reply into `reply`.
+pub(crate) fn call(
+    export: &Export,
+    creds: &Creds,
+    procedure: u32,
+    args: &[u8],
+    reply: &mut Reply,
+) -> Result<(), AcceptStat> {
+    let h = Handler { export, creds };
+    match procedure {
+        proc3::NULL => reply.success(),
+        proc3::GETATTR => reply.results(&h.getattr(decode_args(args)?)),
+        proc3::LOOKUP => reply.results(&h.lookup(decode_args(args)?)),
+        proc3::ACCESS => reply.results(&h.access(decode_args(args)?)),
+        proc3::READLINK => reply.results(&h.readlink(decode_args(args)?)),
+        proc3::READ => {
+            let a: Read3Args = decode_args(args)?;
+            reply.success();
+            h.read(a, reply.buf());
+        }
+        proc3::READDIR => reply.results(&h.readdir(decode_args(args)?)),
+        proc3::READDIRPLUS => reply.results(&h.readdirplus(decode_args(args)?)),
+        proc3::FSSTAT => reply.results(&h.fsstat(decode_args(args)?)),
+        proc3::FSINFO => reply.results(&h.fsinfo(decode_args(args)?)),
+        proc3::PATHCONF => reply.results(&h.pathconf(decode_args(args)?)),
+        // The tree is read-only: arguments are still decoded, so garbage gets GARBAGE_ARGS.
+        proc3::SETATTR => {
+            let _: SetAttr3Args = decode_args(args)?;
+            reply.results(&SetAttr3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::WRITE => {
+            let _: Write3Args = decode_args(args)?;
+            reply.results(&Write3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::CREATE => {
+            let _: Create3Args = decode_args(args)?;
+            reply.results(&Create3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::MKDIR => {
+            let _: Mkdir3Args = decode_args(args)?;
+            reply.results(&Mkdir3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::SYMLINK => {
+            let _: Symlink3Args = decode_args(args)?;
+            reply.results(&Symlink3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::MKNOD => {
+            let _: Mknod3Args = decode_args(args)?;
+            reply.results(&Mknod3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::REMOVE => {
+            let _: Remove3Args = decode_args(args)?;
+            reply.results(&Remove3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::RMDIR => {
+            let _: Rmdir3Args = decode_args(args)?;
+            reply.results(&Rmdir3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::RENAME => {
+            let _: Rename3Args = decode_args(args)?;
+            reply.results(&Rename3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::LINK => {
+            let _: Link3Args = decode_args(args)?;
+            reply.results(&Link3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        proc3::COMMIT => {
+            let _: Commit3Args = decode_args(args)?;
+            reply.results(&Commit3Res::Fail(NfsStat3::RoFs, Default::default()))
+        }
+        _ => return Err(AcceptStat::ProcUnavail),
+    }
+    Ok(())
+}
+
+fn time3(t: Timestamp) -> NfsTime3 {
+    NfsTime3 {
+        seconds: t.seconds.clamp(0, i64::from(u32::MAX)) as u32,
+        nseconds: t.nanos,
+    }
+}
+
+/// The `fattr3` of `path`. The fileid is the path hash, not the host inode: it must be the same
+/// after a restart and on another server, where inode numbers (of a FUSE tree especially) differ.
+pub fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
+    Fattr3 {
+        ftype: match a.kind {
+            FileKind::Regular => Ftype3::Reg,
+            FileKind::Directory => Ftype3::Dir,
+            FileKind::Symlink => Ftype3::Lnk,
+            FileKind::BlockDevice => Ftype3::Blk,
+            FileKind::CharDevice => Ftype3::Chr,
+            FileKind::Fifo => Ftype3::Fifo,
+            FileKind::Socket => Ftype3::Sock,
+        },
+        mode: a.mode,
+        nlink: a.nlink,
+        uid: a.uid,
+        gid: a.gid,
+        size: a.size,
+        used: a.used,
+        rdev: SpecData3 {
+            specdata1: a.rdev.0,
+            specdata2: a.rdev.1,
+        },
+        fsid,
+        fileid: path_hash(path),
+        atime: time3(a.atime),
+        mtime: time3(a.mtime),
+        ctime: time3(a.ctime),
+    }
+}
+
+struct Handler<'a> {
+    export: &'a Export,
+    creds: &'a Creds,
+}
+
+/// A failure with the attributes to send along with it, when they are known.
+type Failed = (NfsStat3, PostOpAttr);
+
+impl Handler<'_> {
+    fn path_of(&self, fh: &NfsFh3) -> Result<RelPath, NfsStat3> {
+        let fh = FileHandle::decode(&fh.data).map_err(|e: BadHandle| {
+            tracing::debug!(error = %e, "bad file handle");
+            NfsStat3::BadHandle
+        })?;
+        self.export.resolve(&fh).map_err(|_| NfsStat3::Stale)
+    }
+
+    /// Resolve and stat: the object's path and current attributes.
+    fn object(&self, fh: &NfsFh3) -> Result<(RelPath, Attr), NfsStat3> {
+        let path = self.path_of(fh)?;
+        let attr = self.export.stat(&path).map_err(|e| match nfsstat(&e) {
+            // It resolved a moment ago; gone now means the handle is stale.
+            NfsStat3::NoEnt | NfsStat3::NotDir => NfsStat3::Stale,
+            s => s,
+        })?;
+        Ok((path, attr))
+    }
+
+    fn post_op(&self, path: &RelPath, attr: &Attr) -> PostOpAttr {
+        PostOpAttr(Some(fattr3(self.export.fsid, path, attr)))
+    }
+
+    fn post_op_of(&self, path: &RelPath) -> PostOpAttr {
+        match self.export.stat(path) {
+            Ok(a) => self.post_op(path, &a),
+            Err(_) => PostOpAttr(None),
+        }
+    }
+
+    fn getattr(&self, a: GetAttr3Args) -> GetAttr3Res {
+        match self.object(&a.object) {
+            Ok((path, attr)) => GetAttr3Res::Ok(GetAttr3ResOk {
+                obj_attributes: fattr3(self.export.fsid, &path, &attr),
+            }),
+            Err(s) => GetAttr3Res::Fail(s, ()),
+        }
+    }
+
+    fn lookup(&self, a: Lookup3Args) -> Lookup3Res {
+        match self.lookup_inner(&a.what) {
+            Ok(ok) => Lookup3Res::Ok(ok),
+            Err((s, dir_attributes)) => Lookup3Res::Fail(s, Lookup3ResFail { dir_attributes }),
+        }
+    }
+
+    fn lookup_inner(&self, what: &DirOpArgs3) -> Result<Lookup3ResOk, Failed> {
+        let (dir, dir_attr) = self.object(&what.dir).map_err(|s| (s, PostOpAttr(None)))?;
+        let dir_attributes = self.post_op(&dir, &dir_attr);
+        let fail = |s| (s, dir_attributes);
+        if !dir_attr.is_dir() {
+            return Err(fail(NfsStat3::NotDir));
+        }
+        if !self.creds.can_exec(&dir_attr) {
+            return Err(fail(NfsStat3::Acces));
+        }
+        // `.` and `..` are resolved on the path, never by the host: `..` of the root is the root.
+        let child = match what.name.as_slice() {
+            b"." => dir.clone(),
+            b".." => dir.parent(),
+            name => dir.join(name).map_err(|e| fail(nfsstat(&e)))?,
+        };
+        let attr = self.export.stat(&child).map_err(|e| fail(nfsstat(&e)))?;
+        let fh = self
+            .export
+            .handle_for(&child)
+            .ok_or_else(|| fail(NfsStat3::NameTooLong))?;
+        Ok(Lookup3ResOk {
+            object: NfsFh3 { data: fh.encode() },
+            obj_attributes: self.post_op(&child, &attr),
+            dir_attributes,
+        })
+    }
+
+    fn access(&self, a: Access3Args) -> Access3Res {
+        match self.object(&a.object) {
+            Ok((path, attr)) => Access3Res::Ok(Access3ResOk {
+                obj_attributes: self.post_op(&path, &attr),
+                access: self.creds.access(&attr, a.access),
+            }),
+            Err(s) => Access3Res::Fail(s, Access3ResFail::default()),
+        }
+    }
+
+    fn readlink(&self, a: ReadLink3Args) -> ReadLink3Res {
+        let fail =
+            |s, symlink_attributes| ReadLink3Res::Fail(s, ReadLink3ResFail { symlink_attributes });
+        let (path, attr) = match self.object(&a.symlink) {
+            Ok(v) => v,
+            Err(s) => return fail(s, PostOpAttr(None)),
+        };
+        let attrs = self.post_op(&path, &attr);
+        if attr.kind != FileKind::Symlink {
+            return fail(NfsStat3::Inval, attrs);
+        }
+        match self.export.backend.read_link(&path) {
+            Ok(data) => ReadLink3Res::Ok(ReadLink3ResOk {
+                symlink_attributes: attrs,
+                data,
+            }),
+            Err(e) => fail(nfsstat(&e), attrs),
+        }
+    }
+
+    /// READ writes its reply straight into the reply buffer: the file's bytes are read into
+    /// place, with no intermediate copy.
+    fn read(&self, a: Read3Args, out: &mut bytes::BytesMut) {
+        let start = out.len();
+        let fail = |out: &mut bytes::BytesMut, s: NfsStat3, attrs: PostOpAttr| {
+            out.truncate(start);
+            Read3Res::Fail(
+                s,
+                Read3ResFail {
+                    file_attributes: attrs,
+                },
+            )
+            .encode(out);
+        };
+        let path = match self.path_of(&a.file) {
+            Ok(p) => p,
+            Err(s) => return fail(out, s, PostOpAttr(None)),
+        };
+        let count = a.count.min(MAX_READ) as usize;
+        // status, post_op_attr (present), count, eof, opaque length: fixed size, filled in last.
+        const HEAD: usize = 4 + 4 + Fattr3::ENCODED_LEN + 4 + 4 + 4;
+        let data_at = start + HEAD;
+        out.resize(data_at + count, 0);
+        let outcome = self
+            .export
+            .backend
+            .read(&path, a.offset, &mut out[data_at..]);
+        let outcome = match outcome {
+            Ok(o) => o,
+            Err(e) => {
+                let s = match nfsstat(&e) {
+                    NfsStat3::NoEnt | NfsStat3::NotDir => NfsStat3::Stale,
+                    s => s,
+                };
+                let attrs = self.post_op_of(&path);
+                return fail(out, s, attrs);
+            }
+        };
+        if !self.creds.can_read_data(&outcome.attr) {
+            let attrs = self.post_op(&path, &outcome.attr);
+            return fail(out, NfsStat3::Acces, attrs);
+        }
+        out.truncate(data_at + outcome.bytes);
+        let pad = (4 - outcome.bytes % 4) % 4;
+        out.resize(out.len() + pad, 0);
+        let mut head = bytes::BytesMut::with_capacity(HEAD);
+        NfsStat3::Ok.encode(&mut head);
+        self.post_op(&path, &outcome.attr).encode(&mut head);
+        (outcome.bytes as u32).encode(&mut head);
+        outcome.eof.encode(&mut head);
+        (outcome.bytes as u32).encode(&mut head);
+        debug_assert_eq!(head.len(), HEAD);
+        out[start..data_at].copy_from_slice(&head);
+    }
+
+    /// The directory at `fh`, checked for READDIR: its path, attributes and snapshot.
+    fn open_dir(
+        &self,
+        fh: &NfsFh3,
+        cookie: u64,
+        verf: &CookieVerf3,
+    ) -> Result<(RelPath, Attr, std::sync::Arc<crate::dircache::DirSnapshot>), Failed> {
+        let (dir, attr) = self.object(fh).map_err(|s| (s, PostOpAttr(None)))?;
+        let attrs = self.post_op(&dir, &attr);
+        if !attr.is_dir() {
+            return Err((NfsStat3::NotDir, attrs));
+        }
+        if !self.creds.can_read(&attr) {
+            return Err((NfsStat3::Acces, attrs));
+        }
+        // RFC 1813 3.3.16: a cookie is only meaningful with the verifier it came with.
+        if cookie != 0 && *verf != COOKIE_VERIFIER {
+            return Err((NfsStat3::BadCookie, attrs));
+        }
+        let snap = self
+            .export
+            .dirs
+            .snapshot(self.export.backend.as_ref(), &dir, &attr)
+            .map_err(|e| (nfsstat(&e), attrs))?;
+        Ok((dir, attr, snap))
+    }
+
+    /// The entries after `cookie`: `.` and `..` first, then the snapshot in cookie order.
+    fn entries_after<'s>(
+        dir: &RelPath,
+        snap: &'s crate::dircache::DirSnapshot,
+        cookie: u64,
+    ) -> impl Iterator<Item = (u64, &'s [u8], RelPath)> + 's {
+        let dot = (cookie < DOT_COOKIE).then(|| (DOT_COOKIE, &b"."[..], dir.clone()));
+        let dotdot = (cookie < DOTDOT_COOKIE).then(|| (DOTDOT_COOKIE, &b".."[..], dir.parent()));
+        let from = snap.position_after(cookie);
+        let dir = dir.clone();
+        dot.into_iter().chain(dotdot).chain(
+            snap.entries[from..]
+                .iter()
+                .filter_map(move |(c, name)| Some((*c, name.as_slice(), dir.join(name).ok()?))),
+        )
+    }
+
+    fn readdir(&self, a: ReadDir3Args) -> ReadDir3Res {
+        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf) {
+            Ok(v) => v,
+            Err((s, dir_attributes)) => {
+                return ReadDir3Res::Fail(s, ReadDir3ResFail { dir_attributes })
+            }
+        };
+        let dir_attributes = self.post_op(&dir, &attr);
+        let limit = a.count.min(MAX_DIR_REPLY) as usize;
+        let mut size = readdir3_resok_base_len(&dir_attributes);
+        let mut entries = Vec::new();
+        let mut eof = true;
+        for (cookie, name, path) in Self::entries_after(&dir, &snap, a.cookie) {
+            let len = entry3_encoded_len(name.len());
+            if size + len > limit {
+                eof = false;
+                break;
+            }
+            size += len;
+            entries.push(Entry3 {
+                fileid: path_hash(&path),
+                name: name.to_vec(),
+                cookie,
+            });
+        }
+        if entries.is_empty() && !eof {
+            return ReadDir3Res::Fail(NfsStat3::TooSmall, ReadDir3ResFail { dir_attributes });
+        }
+        ReadDir3Res::Ok(ReadDir3ResOk {
+            dir_attributes,
+            cookieverf: COOKIE_VERIFIER,
+            reply: DirList3 { entries, eof },
+        })
+    }
+
+    fn readdirplus(&self, a: ReadDirPlus3Args) -> ReadDirPlus3Res {
+        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf) {
+            Ok(v) => v,
+            Err((s, dir_attributes)) => {
+                return ReadDirPlus3Res::Fail(s, ReadDirPlus3ResFail { dir_attributes })
+            }
+        };
+        let dir_attributes = self.post_op(&dir, &attr);
+        // Only maxcount bounds the reply. dircount is a hint (RFC 1813 3.3.17) and the Linux
+        // client sends maxcount/8 for it; honouring it would cut every reply to a fraction of
+        // what the client can take. The Linux server ignores it too.
+        let limit = a.maxcount.min(MAX_DIR_REPLY) as usize;
+        let mut size = readdir3_resok_base_len(&dir_attributes);
+        let mut entries = Vec::new();
+        let mut eof = true;
+        for (cookie, name, path) in Self::entries_after(&dir, &snap, a.cookie) {
+            // An entry that vanished since the snapshot is still listed, without attributes:
+            // the client's LOOKUP will then get NOENT. Cookies stay consistent either way.
+            let (name_attributes, name_handle) = match self.export.stat(&path) {
+                Ok(attr) => (
+                    self.post_op(&path, &attr),
+                    PostOpFh3(
+                        self.export
+                            .handle_for(&path)
+                            .map(|fh| NfsFh3 { data: fh.encode() }),
+                    ),
+                ),
+                Err(_) => (PostOpAttr(None), PostOpFh3(None)),
+            };
+            let len = entryplus3_encoded_len(name.len(), &name_attributes, &name_handle);
+            if size + len > limit {
+                eof = false;
+                break;
+            }
+            size += len;
+            entries.push(EntryPlus3 {
+                fileid: path_hash(&path),
+                name: name.to_vec(),
+                cookie,
+                name_attributes,
+                name_handle,
+            });
+        }
+        if entries.is_empty() && !eof {
+            return ReadDirPlus3Res::Fail(
+                NfsStat3::TooSmall,
+                ReadDirPlus3ResFail { dir_attributes },
+            );
+        }
+        ReadDirPlus3Res::Ok(ReadDirPlus3ResOk {
+            dir_attributes,
+            cookieverf: COOKIE_VERIFIER,
+            reply: DirListPlus3 { entries, eof },
+        })
+    }
+
+    fn fsstat(&self, a: FsStat3Args) -> FsStat3Res {
+        let (path, attr) = match self.object(&a.fsroot) {
+            Ok(v) => v,
+            Err(s) => return FsStat3Res::Fail(s, FsStat3ResFail::default()),
+        };
+        let obj_attributes = self.post_op(&path, &attr);
+        match self.export.backend.statfs() {
+            Ok(s) => FsStat3Res::Ok(FsStat3ResOk {
+                obj_attributes,
+                tbytes: s.total_bytes,
+                fbytes: s.free_bytes,
+                abytes: s.avail_bytes,
+                tfiles: s.total_files,
+                ffiles: s.free_files,
+                afiles: s.avail_files,
+                invarsec: 0,
+            }),
+            Err(e) => FsStat3Res::Fail(nfsstat(&e), FsStat3ResFail { obj_attributes }),
+        }
+    }
+
+    fn fsinfo(&self, a: FsInfo3Args) -> FsInfo3Res {
+        let (path, attr) = match self.object(&a.fsroot) {
+            Ok(v) => v,
+            Err(s) => return FsInfo3Res::Fail(s, FsInfo3ResFail::default()),
+        };
+        FsInfo3Res::Ok(FsInfo3ResOk {
+            obj_attributes: self.post_op(&path, &attr),
+            rtmax: MAX_READ,
+            rtpref: MAX_READ,
+            rtmult: 4096,
+            wtmax: MAX_READ,
+            wtpref: MAX_READ,
+            wtmult: 4096,
+            dtpref: MAX_DIR_REPLY,
+            maxfilesize: i64::MAX as u64,
+            time_delta: NfsTime3 {
+                seconds: 0,
+                nseconds: 1,
+            },
+            properties: FSF3_LINK | FSF3_SYMLINK | FSF3_HOMOGENEOUS | FSF3_CANSETTIME,
+        })
+    }
+
+    fn pathconf(&self, a: PathConf3Args) -> PathConf3Res {
+        match self.object(&a.object) {
+            Ok((path, attr)) => PathConf3Res::Ok(PathConf3ResOk {
+                obj_attributes: self.post_op(&path, &attr),
+                linkmax: u32::MAX,
+                name_max: mountshare_fs::MAX_NAME_LEN as u32,
+                no_trunc: true,
+                chown_restricted: true,
+                case_insensitive: false,
+                case_preserving: true,
+            }),
+            Err(s) => PathConf3Res::Fail(s, PathConf3ResFail::default()),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! PORTMAP version 2 (RFC 1833 section 3), answering for this server only: NFS v3 and MOUNT
+//! (v1, v3) over TCP are on the server's port; nothing is served over UDP, and nothing else is
+//! registered. Clients with no port options (the kernel, `mount.nfs`, the kubelet) ask here.
+use crate::dispatch::{decode_args, Reply};
+use crate::export::Export;
+use mountshare_proto::mount3::{MOUNT_PROGRAM, MOUNT_V3};
+use mountshare_proto::nfs3::{NFS_PROGRAM, NFS_V3};
+use mountshare_proto::portmap::*;
+use mountshare_proto::rpc::AcceptStat;
+
+pub(crate) fn call(
+    export: &Export,
+    procedure: u32,
+    args: &[u8],
+    reply: &mut Reply,
+) -> Result<(), AcceptStat> {
+    match procedure {
+        pmapproc::NULL => reply.success(),
+        pmapproc::GETPORT => {
+            let m: Mapping = decode_args(args)?;
+            let port = if registered(export)
+                .iter()
+                .any(|r| r.prog == m.prog && r.vers == m.vers && r.prot == m.prot)
+            {
+                if m.prog == PMAP_PROGRAM {
+                    u32::from(export.portmap_port.unwrap_or(export.port))
+                } else {
+                    u32::from(export.port)
+                }
+            } else {
+                0
+            };
+            reply.results(&port);
+        }
+        pmapproc::DUMP => reply.results(&PmapList(registered(export))),
+        // Registrations are not accepted from anyone: answer "false" as a portmapper does.
+        pmapproc::SET | pmapproc::UNSET => {
+            let _: Mapping = decode_args(args)?;
+            reply.results(&false);
+        }
+        _ => return Err(AcceptStat::ProcUnavail),
+    }
+    Ok(())
+}
+
+fn registered(export: &Export) -> Vec<Mapping> {
+    let port = u32::from(export.port);
+    let mut list = vec![
+        Mapping {
+            prog: NFS_PROGRAM,
+            vers: NFS_V3,
+            prot: IPPROTO_TCP,
+            port,
+        },
+        Mapping {
+            prog: MOUNT_PROGRAM,
+            vers: MOUNT_V3,
+            prot: IPPROTO_TCP,
+            port,
+        },
+        Mapping {
+            prog: MOUNT_PROGRAM,
+            vers: 1,
+            prot: IPPROTO_TCP,
+            port,
+        },
+    ];
+    let pm = u32::from(export.portmap_port.unwrap_or(export.port));
+    list.push(Mapping {
+        prog: PMAP_PROGRAM,
+        vers: PMAP_V2,
+        prot: IPPROTO_TCP,
+        port: pm,
+    });
+    if export.portmap_port.is_some() {
+        list.push(Mapping {
+            prog: PMAP_PROGRAM,
+            vers: PMAP_V2,
+            prot: IPPROTO_UDP,
+            port: pm,
+        });
+    }
+    list
+}

@@ -1,0 +1,218 @@
+//! The listener: binds the NFS port (and optionally the portmapper port 111), accepts
+//! connections within a bound, and drains in-flight calls on shutdown.
+use crate::connection;
+use crate::export::Export;
+use mountshare_fs::Backend;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinSet;
+
+/// Bounds on what the server holds at once.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Calls of one connection being worked on at once; past it the connection is not read.
+    pub per_connection_in_flight: usize,
+    /// Calls being worked on at once across all connections.
+    pub total_in_flight: usize,
+    /// Largest RPC record accepted; a larger one closes the connection. Room for a 1 MiB WRITE.
+    pub max_record: usize,
+    /// How long shutdown waits for calls in flight before giving up on them.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            per_connection_in_flight: 64,
+            total_in_flight: 256,
+            max_record: (1 << 20) + (64 << 10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the server is asked to do.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where NFS, MOUNT and PORTMAP are served (TCP).
+    pub listen: SocketAddr,
+    /// Also serve PORTMAP (and everything else) here, normally port 111, over TCP and UDP, so
+    /// clients given no port options find the server.
+    pub portmap_listen: Option<SocketAddr>,
+    /// The NFS `fsid` of the export. Keep it the same on every server of one tree.
+    pub fsid: u64,
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        ServerConfig {
+            listen,
+            portmap_listen: None,
+            fsid: crate::export::DEFAULT_FSID,
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listeners: Vec<TcpListener>,
+    udp_portmap: Option<UdpSocket>,
+    export: Arc<Export>,
+    limits: Limits,
+    local_addr: SocketAddr,
+}
+
+async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { addr, source })
+}
+
+impl Server {
+    /// Bind every listener now, so a port in use is reported before anything runs.
+    pub async fn bind(
+        config: ServerConfig,
+        backend: Arc<dyn Backend>,
+    ) -> Result<Server, ServerError> {
+        let main = bind_tcp(config.listen).await?;
+        let local_addr = main.local_addr().map_err(|source| ServerError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+        let mut listeners = vec![main];
+        let mut udp_portmap = None;
+        if let Some(pm) = config.portmap_listen {
+            listeners.push(bind_tcp(pm).await?);
+            udp_portmap = Some(
+                UdpSocket::bind(pm)
+                    .await
+                    .map_err(|source| ServerError::Bind { addr: pm, source })?,
+            );
+        }
+        let export = Arc::new(Export::new(
+            backend,
+            config.fsid,
+            local_addr.port(),
+            config.portmap_listen.map(|a| a.port()),
+        ));
+        Ok(Server {
+            listeners,
+            udp_portmap,
+            export,
+            limits: config.limits,
+            local_addr,
+        })
+    }
+
+    /// The address NFS is served on (with the real port when 0 was asked for).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The export being served: counters and caches, for metrics and tests.
+    pub fn export(&self) -> Arc<Export> {
+        self.export.clone()
+    }
+
+    /// Serve until `shutdown` completes, then stop accepting, let calls in flight finish (up to
+    /// the drain timeout) and return.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let connections = Arc::new(Semaphore::new(self.limits.max_connections));
+        let global = Arc::new(Semaphore::new(self.limits.total_in_flight));
+        let mut tasks = JoinSet::new();
+        for listener in self.listeners {
+            tasks.spawn(accept_loop(
+                listener,
+                self.export.clone(),
+                self.limits.clone(),
+                connections.clone(),
+                global.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        if let Some(udp) = self.udp_portmap {
+            tasks.spawn(crate::connection::serve_udp(
+                udp,
+                self.export.clone(),
+                stop_rx.clone(),
+            ));
+        }
+        tracing::info!(addr = %self.local_addr, "serving NFSv3, MOUNT v3 and PORTMAP v2");
+        shutdown.await;
+        tracing::info!("shutting down: no new calls; draining calls in flight");
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(self.limits.drain_timeout, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("drained"),
+            Err(_) => tracing::warn!(
+                timeout = ?self.limits.drain_timeout,
+                "calls still in flight after the drain timeout; exiting anyway"
+            ),
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    export: Arc<Export>,
+    limits: Limits,
+    connections: Arc<Semaphore>,
+    global: Arc<Semaphore>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut conns = JoinSet::new();
+    loop {
+        let permit = tokio::select! {
+            p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
+            _ = stop.changed() => break,
+        };
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => break,
+        };
+        while conns.try_join_next().is_some() {}
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                conns.spawn(connection::serve(
+                    stream,
+                    peer,
+                    export.clone(),
+                    limits.clone(),
+                    global.clone(),
+                    stop.clone(),
+                    permit,
+                ));
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    while conns.join_next().await.is_some() {}
+}
