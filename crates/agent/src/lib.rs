@@ -1,8 +1,13 @@
 //! The node agent behind `mountshare attach`: keeps an NFS export kernel-mounted at a host path,
 //! knows from mountinfo whether it really is, probes it without hanging, and heals it in place.
 
+pub mod backoff;
+#[cfg(test)]
+mod fake;
+pub mod metrics;
 pub mod mountinfo;
 pub mod ops;
 pub mod options;
 pub mod real;
+pub mod reconcile;
 pub mod watchdog;

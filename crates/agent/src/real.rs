@@ -310,7 +310,7 @@ impl MountOps for RealMountOps {
         if md.permissions().mode() & 0o7777 == 0 {
             return Ok(false);
         }
-        std::fs::set_permissions(target, std::fs::Permissions::from_mode(0))
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(0o000))
             .map_err(|e| failed("chmod", format!("{}: {e}", target.display())))?;
         Ok(true)
     }
