@@ -37,7 +37,8 @@ impl Cpio {
         ];
         self.buf.extend_from_slice(b"070701");
         for field in fields {
-            self.buf.extend_from_slice(format!("{field:08X}").as_bytes());
+            self.buf
+                .extend_from_slice(format!("{field:08X}").as_bytes());
         }
         self.buf.extend_from_slice(name.as_bytes());
         self.buf.push(0);

@@ -89,7 +89,10 @@ impl Ganesha {
             .map(PathBuf::from)
             .find(|p| p.is_file())
             .ok_or_else(|| {
-                Error::Missing("ganesha.nfsd is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs)".into())
+                Error::Missing(
+                    "ganesha.nfsd is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs)"
+                        .into(),
+                )
             })?;
         let export = fs::canonicalize(export).ctx(|| format!("resolve {}", export.display()))?;
         let guard = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
@@ -99,16 +102,19 @@ impl Ganesha {
             .write(true)
             .open(LOCK_FILE)
             .ctx(|| format!("open {LOCK_FILE}"))?;
-        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| Error::Io {
-            context: format!("lock {LOCK_FILE}"),
-            source: e.into(),
+        rustix::fs::flock(&lock, rustix::fs::FlockOperation::LockExclusive).map_err(|e| {
+            Error::Io {
+                context: format!("lock {LOCK_FILE}"),
+                source: e.into(),
+            }
         })?;
         let rpcbind = ensure_rpcbind()?;
         let state = tempfile::Builder::new()
             .prefix("mountshare-ganesha-")
             .tempdir()
             .ctx(|| "create a temporary directory".to_string())?;
-        fs::create_dir_all(state.path().join("recovery")).ctx(|| "create the recovery dir".to_string())?;
+        fs::create_dir_all(state.path().join("recovery"))
+            .ctx(|| "create the recovery dir".to_string())?;
         let conf = state.path().join("ganesha.conf");
         fs::write(&conf, config(&export, nfs_port, mount_port, state.path()))
             .ctx(|| format!("write {}", conf.display()))?;
@@ -213,7 +219,10 @@ impl Ganesha {
 impl Drop for Ganesha {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            eprintln!("--- last lines of the ganesha log ---\n{}", self.log_tail(40));
+            eprintln!(
+                "--- last lines of the ganesha log ---\n{}",
+                self.log_tail(40)
+            );
         }
         self.stop();
     }
@@ -245,7 +254,9 @@ fn ensure_rpcbind() -> Result<Option<Child>> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .ok_or_else(|| Error::Missing("rpcbind is not installed (apt-get install rpcbind)".into()))?;
+        .ok_or_else(|| {
+            Error::Missing("rpcbind is not installed (apt-get install rpcbind)".into())
+        })?;
     let mut child = Command::new(&binary)
         .args(["-f", "-w"])
         .stdin(Stdio::null())
@@ -264,7 +275,9 @@ fn ensure_rpcbind() -> Result<Option<Child>> {
         if Instant::now() >= deadline {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(Error::Timeout("rpcbind did not listen on 127.0.0.1:111".into()));
+            return Err(Error::Timeout(
+                "rpcbind did not listen on 127.0.0.1:111".into(),
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }

@@ -33,10 +33,13 @@ impl NfsTarget {
 
     /// The URL of `path` (relative to the export; empty for the export itself).
     pub fn url(&self, path: &str) -> String {
-        let mut full = self.export.trim_end_matches('/').to_string();
+        let export = self.export.trim_end_matches('/');
         let path = path.trim_start_matches('/');
-        full.push('/');
-        full.push_str(path);
+        let full = match (export.is_empty(), path.is_empty()) {
+            (true, true) => "/".to_string(),
+            (_, true) => export.to_string(),
+            _ => format!("{export}/{path}"),
+        };
         format!(
             "nfs://{}{}?version=3&nfsport={}&mountport={}",
             self.host, full, self.nfs_port, self.mount_port
@@ -91,7 +94,10 @@ pub fn cat_md5(url: &str) -> Result<(u64, String)> {
     }
     let status = child.wait().ctx(|| "wait for nfs-cat".to_string())?;
     if !status.success() {
-        return Err(Error::Process(format!("nfs-cat {url} failed ({status}): {}", stderr.trim())));
+        return Err(Error::Process(format!(
+            "nfs-cat {url} failed ({status}): {}",
+            stderr.trim()
+        )));
     }
     Ok((count, md5))
 }
@@ -111,7 +117,9 @@ impl<R: Read> Read for CountingReader<'_, R> {
 
 fn missing_or_io(tool: &str, e: std::io::Error) -> Error {
     if e.kind() == std::io::ErrorKind::NotFound {
-        Error::Missing(format!("{tool} is not installed (apt-get install libnfs-utils)"))
+        Error::Missing(format!(
+            "{tool} is not installed (apt-get install libnfs-utils)"
+        ))
     } else {
         Error::Io {
             context: format!("run {tool}"),
@@ -128,10 +136,11 @@ fn run(tool: &str, args: &[&str]) -> Result<Vec<u8>> {
         .map_err(|e| missing_or_io(tool, e))?;
     if !out.status.success() {
         return Err(Error::Process(format!(
-            "{tool} {} failed ({}): {}",
+            "{tool} {} failed ({}): {} {}",
             args.join(" "),
             out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
+            String::from_utf8_lossy(&out.stderr).trim(),
+            String::from_utf8_lossy(&out.stdout[out.stdout.len().saturating_sub(2000)..]).trim()
         )));
     }
     Ok(out.stdout)

@@ -27,7 +27,9 @@ pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(Error::Timeout(format!("nothing accepts connections on {addr}")));
+            return Err(Error::Timeout(format!(
+                "nothing accepts connections on {addr}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -77,7 +79,11 @@ impl ServerProcess {
     }
 
     /// Starts a server on a free port of 127.0.0.1.
-    pub fn start_local(bin: impl AsRef<Path>, dir: impl AsRef<Path>, extra_args: &[&str]) -> Result<Self> {
+    pub fn start_local(
+        bin: impl AsRef<Path>,
+        dir: impl AsRef<Path>,
+        extra_args: &[&str],
+    ) -> Result<Self> {
         let listen = SocketAddr::from((Ipv4Addr::LOCALHOST, free_port()));
         Self::start(bin, dir, listen, extra_args)
     }
@@ -98,7 +104,10 @@ impl ServerProcess {
                 .arg("--listen")
                 .arg(self.listen.to_string())
                 .args(&self.extra_args)
-                .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+                .env(
+                    "RUST_LOG",
+                    std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                )
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(err)
@@ -179,9 +188,11 @@ impl ServerProcess {
             .ok_or_else(|| Error::Process("the server is not running".into()))?;
         let pid = rustix::process::Pid::from_raw(child.id() as i32)
             .ok_or_else(|| Error::Process("bad pid".into()))?;
-        rustix::process::kill_process(pid, rustix::process::Signal::Term).map_err(|e| Error::Io {
-            context: "SIGTERM the server".into(),
-            source: e.into(),
+        rustix::process::kill_process(pid, rustix::process::Signal::Term).map_err(|e| {
+            Error::Io {
+                context: "SIGTERM the server".into(),
+                source: e.into(),
+            }
         })?;
         let deadline = Instant::now() + timeout;
         loop {
@@ -191,7 +202,9 @@ impl ServerProcess {
             if Instant::now() >= deadline {
                 let _ = child.kill();
                 let _ = child.wait();
-                return Err(Error::Timeout("the server did not exit after SIGTERM".into()));
+                return Err(Error::Timeout(
+                    "the server did not exit after SIGTERM".into(),
+                ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }

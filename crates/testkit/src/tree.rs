@@ -270,6 +270,12 @@ pub struct StandardTree {
 /// link, symlinks (relative, to a directory, absolute, dangling, pointing outside the tree) and
 /// names with spaces, unicode, quotes, a backslash and bytes that are not UTF-8. Times are stamped.
 pub fn standard_tree(root: impl Into<PathBuf>) -> Result<StandardTree> {
+    standard_tree_with(root, 17)
+}
+
+/// [`standard_tree`] with its deep chain `d01/d02/…/leaf.txt` only `deep_levels` directories deep.
+/// `nfs-ls -R` gives up ("Recursion detected!") beyond 16 levels, so libnfs tests use fewer.
+pub fn standard_tree_with(root: impl Into<PathBuf>, deep_levels: usize) -> Result<StandardTree> {
     let t = TreeBuilder::new(root)?;
     let mut files = Vec::new();
     let mut add = |rel: &str, size: u64, seed: u64| -> Result<()> {
@@ -291,12 +297,14 @@ pub fn standard_tree(root: impl Into<PathBuf>) -> Result<StandardTree> {
     add(".hidden", 14, 12)?;
     add("mode600.txt", 15, 13)?;
     add("exec.sh", 16, 14)?;
-    let deep: PathBuf = (1..=17).map(|i| format!("d{i:02}")).collect();
+    let deep: PathBuf = (1..=deep_levels).map(|i| format!("d{i:02}")).collect();
     let deep_file = deep.join("leaf.txt");
     t.file(&deep_file, 100, 15)?;
     files.push((deep_file, 100));
     // A name that is not valid UTF-8.
-    let odd = PathBuf::from(std::ffi::OsString::from_vec(b"bytes-\xff\xfe-name".to_vec()));
+    let odd = PathBuf::from(std::ffi::OsString::from_vec(
+        b"bytes-\xff\xfe-name".to_vec(),
+    ));
     t.file(&odd, 17, 16)?;
     files.push((odd, 17));
 
@@ -320,7 +328,10 @@ pub fn standard_tree(root: impl Into<PathBuf>) -> Result<StandardTree> {
         ("dir1/dir2/link-up", PathBuf::from("../sibling.txt")),
         ("link-absolute", abs_target),
         ("link-dangling", PathBuf::from("does/not/exist")),
-        ("link-outside", PathBuf::from("../../../../../../etc/passwd")),
+        (
+            "link-outside",
+            PathBuf::from("../../../../../../etc/passwd"),
+        ),
         ("link with space", PathBuf::from("with space.txt")),
     ];
     let mut symlinks = Vec::new();
@@ -517,8 +528,11 @@ impl Listing {
     /// Human-readable differences from `other` (empty when equal): one line per path that is
     /// missing on one side or differs.
     pub fn diff(&self, other: &Listing) -> Vec<String> {
-        let left: BTreeMap<&[u8], &Entry> =
-            self.entries.iter().map(|e| (e.path.as_slice(), e)).collect();
+        let left: BTreeMap<&[u8], &Entry> = self
+            .entries
+            .iter()
+            .map(|e| (e.path.as_slice(), e))
+            .collect();
         let right: BTreeMap<&[u8], &Entry> = other
             .entries
             .iter()
@@ -709,9 +723,11 @@ pub fn parse_stat_listing(stat: &[u8], md5: &[u8], links: &[u8]) -> Result<Listi
             gid: num(4)? as u32,
             mtime,
             target: if kind == Kind::Symlink {
-                Some(targets.remove(&path).ok_or_else(|| {
-                    bad(format!("no readlink output for {}", escape(&path)))
-                })?)
+                Some(
+                    targets
+                        .remove(&path)
+                        .ok_or_else(|| bad(format!("no readlink output for {}", escape(&path))))?,
+                )
             } else {
                 None
             },

@@ -98,7 +98,9 @@ impl VmHost {
     /// `MOUNTSHARE_VM_KERNEL` overrides the kernel (its modules must be in `/lib/modules/<version>`).
     pub fn find() -> Result<Self> {
         let qemu = which("qemu-system-x86_64").ok_or_else(|| {
-            Error::Missing("qemu-system-x86_64 is not in PATH (apt-get install qemu-system-x86)".into())
+            Error::Missing(
+                "qemu-system-x86_64 is not in PATH (apt-get install qemu-system-x86)".into(),
+            )
         })?;
         let kernel = match std::env::var_os("MOUNTSHARE_VM_KERNEL") {
             Some(k) => PathBuf::from(k),
@@ -109,7 +111,10 @@ impl VmHost {
             .and_then(|n| n.to_str())
             .unwrap_or_default();
         let version = name.strip_prefix("vmlinuz-").ok_or_else(|| {
-            Error::Missing(format!("cannot tell the version of kernel {}", kernel.display()))
+            Error::Missing(format!(
+                "cannot tell the version of kernel {}",
+                kernel.display()
+            ))
         })?;
         let modules_dir = PathBuf::from("/lib/modules").join(version);
         if !modules_dir.is_dir() {
@@ -122,7 +127,9 @@ impl VmHost {
             .iter()
             .map(PathBuf::from)
             .find(|p| p.is_file())
-            .ok_or_else(|| Error::Missing("busybox is not installed (apt-get install busybox-static)".into()))?;
+            .ok_or_else(|| {
+                Error::Missing("busybox is not installed (apt-get install busybox-static)".into())
+            })?;
         let bytes = fs::read(&busybox).ctx(|| format!("read {}", busybox.display()))?;
         if bytes.windows(14).any(|w| w == b"/lib64/ld-linu") {
             return Err(Error::Missing(format!(
@@ -141,7 +148,10 @@ impl VmHost {
     /// The content of a module of the guest kernel, decompressed.
     fn module(&self, name: &str) -> Result<Vec<u8>> {
         let file = find_module(&self.modules_dir, name)?.ok_or_else(|| {
-            Error::Missing(format!("module {name}.ko not found below {}", self.modules_dir.display()))
+            Error::Missing(format!(
+                "module {name}.ko not found below {}",
+                self.modules_dir.display()
+            ))
         })?;
         let fname = file.to_string_lossy();
         let tool = if fname.ends_with(".ko.xz") {
@@ -162,7 +172,10 @@ impl VmHost {
                     .output()
                     .ctx(|| format!("run {tool} -dc {}", file.display()))?;
                 if !out.status.success() {
-                    return Err(Error::Process(format!("{tool} -dc {} failed", file.display())));
+                    return Err(Error::Process(format!(
+                        "{tool} -dc {} failed",
+                        file.display()
+                    )));
                 }
                 Ok(out.stdout)
             }
@@ -203,7 +216,9 @@ fn find_module(dir: &Path, name: &str) -> Result<Option<PathBuf>> {
     for entry in read {
         let entry = entry.ctx(|| format!("read {}", dir.display()))?;
         let path = entry.path();
-        let ft = entry.file_type().ctx(|| format!("stat {}", path.display()))?;
+        let ft = entry
+            .file_type()
+            .ctx(|| format!("stat {}", path.display()))?;
         if ft.is_dir() {
             if let Some(found) = find_module(&path, name)? {
                 return Ok(Some(found));
@@ -239,7 +254,9 @@ pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
         .iter()
         .map(PathBuf::from)
         .find(|p| p.is_file())
-        .ok_or_else(|| Error::Missing("mount.nfs is not installed (apt-get install nfs-common)".into()))?;
+        .ok_or_else(|| {
+            Error::Missing("mount.nfs is not installed (apt-get install nfs-common)".into())
+        })?;
     let mut files = vec![ExtraFile::Host {
         host: helper.clone(),
         guest: "/sbin/mount.nfs".into(),
@@ -263,7 +280,9 @@ pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
     }
     let netconfig = PathBuf::from("/etc/netconfig");
     if !netconfig.is_file() {
-        return Err(Error::Missing("/etc/netconfig is missing (apt-get install libtirpc-common)".into()));
+        return Err(Error::Missing(
+            "/etc/netconfig is missing (apt-get install libtirpc-common)".into(),
+        ));
     }
     files.push(ExtraFile::Host {
         host: netconfig,
@@ -414,7 +433,11 @@ fn build_initramfs(host: &VmHost, config: &VmConfig) -> Result<Vec<u8>> {
     c.symlink("etc/mtab", "/proc/self/mounts");
     ensure_dirs(&mut c, "lib/testkit-modules/x");
     for m in MODULES {
-        c.file(&format!("lib/testkit-modules/{m}.ko"), 0o644, &host.module(m)?);
+        c.file(
+            &format!("lib/testkit-modules/{m}.ko"),
+            0o644,
+            &host.module(m)?,
+        );
     }
     c.file("init", 0o755, init_script().as_bytes());
     c.file("lib/testkit.sh", 0o644, GUEST_LIB.as_bytes());
@@ -444,7 +467,10 @@ fn busybox_applets(busybox: &Path) -> Result<Vec<String>> {
         .output()
         .ctx(|| format!("run {} --list", busybox.display()))?;
     if !out.status.success() {
-        return Err(Error::Process(format!("{} --list failed", busybox.display())));
+        return Err(Error::Process(format!(
+            "{} --list failed",
+            busybox.display()
+        )));
     }
     Ok(String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -498,7 +524,13 @@ impl Vm {
         cmd.args(["-accel", "tcg", "-cpu", "max", "-machine", "pc"])
             .args(["-m", &config.memory_mb.to_string()])
             .args(["-smp", &config.cpus.to_string()])
-            .args(["-nodefaults", "-no-user-config", "-no-reboot", "-display", "none"])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-no-reboot",
+                "-display",
+                "none",
+            ])
             .arg("-kernel")
             .arg(&host.kernel)
             .arg("-initrd")
@@ -518,8 +550,18 @@ impl Vm {
         let console = Arc::new(Console::default());
         let stdout = child.stdout.take().expect("piped stdout");
         let stderr = child.stderr.take().expect("piped stderr");
-        spawn_reader(stdout, console.clone(), format!("[{}]", config.name), config.echo_console);
-        spawn_reader(stderr, console.clone(), format!("[{} qemu]", config.name), true);
+        spawn_reader(
+            stdout,
+            console.clone(),
+            format!("[{}]", config.name),
+            config.echo_console,
+        );
+        spawn_reader(
+            stderr,
+            console.clone(),
+            format!("[{} qemu]", config.name),
+            true,
+        );
         let deadline = Instant::now() + Duration::from_secs(20);
         let ctl = loop {
             match UnixStream::connect(&ctl_path) {
@@ -528,7 +570,10 @@ impl Vm {
                     let _ = child.kill();
                     let _ = child.wait();
                     return Err(Error::Io {
-                        context: format!("connect to qemu's second serial port {}", ctl_path.display()),
+                        context: format!(
+                            "connect to qemu's second serial port {}",
+                            ctl_path.display()
+                        ),
                         source: e,
                     });
                 }
@@ -683,10 +728,15 @@ impl Vm {
         let deadline = Instant::now() + timeout;
         if self.exit.is_none() {
             let line = self.wait_for("@@EXIT ", timeout)?;
-            self.exit = Some(line["@@EXIT ".len()..].trim().parse().map_err(|_| Error::Parse {
-                what: "exit line".into(),
-                detail: line.clone(),
-            })?);
+            self.exit = Some(
+                line["@@EXIT ".len()..]
+                    .trim()
+                    .parse()
+                    .map_err(|_| Error::Parse {
+                        what: "exit line".into(),
+                        detail: line.clone(),
+                    })?,
+            );
         }
         let code = self.exit.expect("set above");
         let grace = deadline.max(Instant::now() + Duration::from_secs(30));
@@ -703,7 +753,12 @@ impl Vm {
 
     /// Every console line so far.
     pub fn console(&self) -> Vec<String> {
-        self.console.state.lock().expect("console lock").lines.clone()
+        self.console
+            .state
+            .lock()
+            .expect("console lock")
+            .lines
+            .clone()
     }
 }
 
@@ -720,7 +775,12 @@ fn tail(console: &Console, n: usize) -> String {
     state.lines[start..].join("\n")
 }
 
-fn spawn_reader(pipe: impl Read + Send + 'static, console: Arc<Console>, prefix: String, echo: bool) {
+fn spawn_reader(
+    pipe: impl Read + Send + 'static,
+    console: Arc<Console>,
+    prefix: String,
+    echo: bool,
+) {
     std::thread::spawn(move || {
         let mut reader = BufReader::new(pipe);
         let mut buf = Vec::new();
@@ -749,13 +809,16 @@ fn spawn_reader(pipe: impl Read + Send + 'static, console: Arc<Console>, prefix:
     });
 }
 
-/// `busybox ls -lan --full-time DIR` on the host, in UTC, as the guest's `emit_ls` produces it.
+/// `busybox ls -lan --full-time DIR` on the host, in UTC and the C locale, as the guest's `emit_ls`
+/// produces it.
 pub fn host_ls(dir: &Path) -> Result<Vec<u8>> {
     let host = VmHost::find()?;
     let out = Command::new(&host.busybox)
         .args(["ls", "-lan", "--full-time"])
         .arg(dir)
         .env("TZ", "UTC")
+        .env("LC_ALL", "C")
+        .env("LANG", "C")
         .output()
         .ctx(|| "run busybox ls".to_string())?;
     if !out.status.success() {

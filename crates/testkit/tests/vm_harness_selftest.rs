@@ -2,10 +2,10 @@
 //! exit status; then the kernel NFS client in the guest mounts nfs-ganesha's export of a fixture
 //! tree and sees what the host sees. This proves the harness independently of mountshare's server.
 
+use mountshare_testkit::free_port;
 use mountshare_testkit::ganesha::Ganesha;
 use mountshare_testkit::tree::{self, Field};
 use mountshare_testkit::vm::{self, Vm, VmConfig};
-use mountshare_testkit::free_port;
 use std::time::Duration;
 
 const MINUTE: Duration = Duration::from_secs(60);
@@ -37,5 +37,108 @@ exit 7
     assert_eq!(vm.wait_for("@@GOT", MINUTE).unwrap(), "@@GOT <hello guest>");
     assert_eq!(vm.wait_for("@@GOT", MINUTE).unwrap(), "@@GOT <second line>");
     assert_eq!(vm.wait_blob("bytes", MINUTE).unwrap(), b"a\0b\xff\n");
-    assert_eq!(vm.wait_exit(MINUTE).unwrap(), 7, "the guest script's exit status");
+    assert_eq!(
+        vm.wait_exit(MINUTE).unwrap(),
+        7,
+        "the guest script's exit status"
+    );
+}
+
+/// The whole chain the mountshare VM tests rely on, proved against nfs-ganesha: the guest kernel
+/// mounts a host export with explicit ports and no portmapper, and `find`/`stat`/`md5sum`/
+/// `readlink`/`ls -la` in the guest agree with the host.
+#[test]
+fn harness_selftest_kernel_client_mounts_ganesha_export() {
+    if vm::skip("harness_selftest_kernel_client_mounts_ganesha_export") {
+        return;
+    }
+    // ganesha's VFS FSAL needs name_to_handle_at(2): use a directory on the disk, not tmpfs.
+    let base = tempfile::Builder::new()
+        .prefix("mountshare-selftest-")
+        .tempdir_in(
+            std::env::var_os("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, Into::into),
+        )
+        .unwrap();
+    let export = base.path().join("export");
+    let fixture = tree::standard_tree(&export).expect("build the fixture tree");
+    let big = tree::TreeBuilder::new(&export)
+        .unwrap()
+        .file("big.bin", 48 << 20, 99)
+        .unwrap();
+    let big_md5 = tree::md5_file(&big).unwrap();
+    let host = tree::listing(&export).unwrap();
+    assert!(
+        host.entries.len() > 40,
+        "the fixture has {} entries",
+        host.entries.len()
+    );
+
+    let (nfs_port, mount_port) = (free_port(), free_port());
+    let ganesha = Ganesha::start(&export, nfs_port, mount_port).expect("start ganesha");
+    let options = vm::kernel_mount_options(&format!(
+        "vers=3,port={nfs_port},mountport={mount_port},tcp,nolock,soft"
+    ));
+    let script = format!(
+        r#"
+nfs_mount '{options}' '{host}:{path}' /mnt
+emit_listing tree /mnt
+emit_ls root /mnt
+emit_ls dir1 /mnt/dir1
+say "@@MD5 $(md5sum /mnt/big.bin | cut -d' ' -f1)"
+say "@@READLINK $(readlink /mnt/link-relative)|$(readlink /mnt/link-dangling)|$(cat /mnt/link-relative | md5sum | cut -d' ' -f1)"
+umount /mnt
+"#,
+        host = vm::HOST_IP,
+        path = ganesha.export().display(),
+    );
+    let mut vm = Vm::boot(VmConfig {
+        name: "selftest-ganesha".into(),
+        script,
+        ..VmConfig::default()
+    })
+    .expect("boot the VM");
+    let guest = vm
+        .wait_listing("tree", 5 * MINUTE)
+        .expect("listing from the guest");
+    // ganesha reports directory sizes of its own; everything else must match exactly.
+    host.without(&[Field::DirSize]).assert_same(
+        &guest.without(&[Field::DirSize]),
+        "find/stat/md5sum through ganesha",
+    );
+
+    for (blob, dir) in [("root", export.clone()), ("dir1", export.join("dir1"))] {
+        let guest_ls = vm.wait_blob(blob, MINUTE).unwrap();
+        let host_ls = vm::host_ls(&dir).unwrap();
+        let strip_sizes = |lines: Vec<String>| -> Vec<String> {
+            // Directory sizes and the "total" line depend on ganesha's idea of a directory's size.
+            lines
+                .into_iter()
+                .filter(|l| !l.starts_with("total "))
+                .map(|l| {
+                    if l.starts_with('d') {
+                        l.split_whitespace().skip(5).collect::<Vec<_>>().join(" ")
+                    } else {
+                        l
+                    }
+                })
+                .collect()
+        };
+        assert_eq!(
+            strip_sizes(vm::ls_lines_without_parent(&guest_ls)),
+            strip_sizes(vm::ls_lines_without_parent(&host_ls)),
+            "ls -la of {}",
+            dir.display()
+        );
+    }
+    let md5 = vm.wait_for("@@MD5", 5 * MINUTE).unwrap();
+    assert_eq!(md5, format!("@@MD5 {big_md5}"));
+    let readlink = vm.wait_for("@@READLINK", MINUTE).unwrap();
+    let one_byte = tree::md5_file(&export.join("one-byte.bin")).unwrap();
+    assert_eq!(
+        readlink,
+        format!("@@READLINK one-byte.bin|does/not/exist|{one_byte}")
+    );
+    assert_eq!(vm.wait_exit(MINUTE).unwrap(), 0);
+    assert!(fixture.symlinks.len() >= 5);
+    drop(ganesha);
 }
