@@ -86,14 +86,18 @@ async fn call(
 ) {
     let peer = ctx.peer;
     // File-system calls block (a FUSE read may take seconds): never on the executor's threads.
-    let reply =
-        tokio::task::spawn_blocking(move || dispatch::dispatch(&export, &ctx, &record)).await;
+    let rec = record.clone();
+    let reply = tokio::task::spawn_blocking(move || dispatch::dispatch(&export, &ctx, &rec)).await;
     let reply = match reply {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(e) => {
+            // A bug, not the client's doing: tell the client, keep the connection.
             tracing::error!(%peer, error = %e, "call handler failed");
-            return;
+            match dispatch::system_err(&record) {
+                Some(r) => r,
+                None => return,
+            }
         }
     };
     let mut w = wr.lock().await;

@@ -86,6 +86,14 @@ pub fn dispatch(export: &Export, ctx: &CallCtx, record: &[u8]) -> Option<BytesMu
     dispatch_inner(export, ctx, record, true, false)
 }
 
+/// A SYSTEM_ERR reply to `record`, for when its handler failed.
+pub fn system_err(record: &[u8]) -> Option<BytesMut> {
+    let xid = u32::from_be_bytes(record.get(..4)?.try_into().ok()?);
+    let mut reply = Reply::new(xid, true);
+    reply.fail(ReplyBody::Accepted(AcceptStat::SystemErr));
+    Some(reply.finish())
+}
+
 /// Handle one PORTMAP datagram (UDP carries no record marking, and only PORTMAP is served).
 pub fn dispatch_udp_portmap(export: &Export, ctx: &CallCtx, datagram: &[u8]) -> Option<BytesMut> {
     dispatch_inner(export, ctx, datagram, false, true)
