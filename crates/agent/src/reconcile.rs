@@ -113,6 +113,14 @@ impl Shared {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Set readiness and status directly (for tests of readers of this state).
+    #[doc(hidden)]
+    pub fn set_for_test(&self, ready: bool, state: &str, reason: &str) {
+        self.ready.store(ready, Ordering::Release);
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+            (state.to_owned(), reason.to_owned());
+    }
+
     /// The current state and the reason for it.
     pub fn status(&self) -> (String, String) {
         self.status
