@@ -1,9 +1,152 @@
 //! `mountshare attach`: the node agent that keeps an export mounted at a host path.
+use anyhow::{bail, Context};
+use mountshare_agent::health::{self, HealthState};
+use mountshare_agent::metrics::Metrics;
+use mountshare_agent::options::{normalize_export, NfsOptions, ServerAddr};
+use mountshare_agent::real::{RealLimits, RealMountOps};
+use mountshare_agent::reconcile::{Config, Reconciler};
+use std::net::SocketAddr;
+use std::path::{Component, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
-pub struct AttachArgs {}
+pub struct AttachArgs {
+    /// NFS server as HOST[:PORT] (default port 2049); HOST is resolved again before every mount.
+    #[arg(long, value_name = "HOST[:PORT]")]
+    server: ServerAddr,
+    /// Directory to keep the export mounted at (in a pod: the hostPath with Bidirectional propagation).
+    #[arg(long, value_name = "DIR")]
+    target: PathBuf,
+    /// Path exported by the server.
+    #[arg(long, default_value = "/")]
+    export: String,
+    /// Extra mount options, comma-separated (e.g. "hard", "rw", "timeo=100", "actimeo=1").
+    /// Defaults: ro,nosuid,nodev,soft,timeo=50,retrans=2.
+    #[arg(long, value_name = "OPTS", default_value = "")]
+    mount_options: String,
+    /// Serve /livez, /readyz and /metrics on this address (e.g. 0.0.0.0:9102).
+    #[arg(long, value_name = "ADDR")]
+    listen_health: Option<SocketAddr>,
+    /// Lazily unmount on exit instead of leaving the mount for the next agent to adopt.
+    #[arg(long)]
+    unmount_on_exit: bool,
+    /// Seconds between probes of the mount.
+    #[arg(long, default_value_t = 5, value_name = "SECS")]
+    probe_interval: u64,
+    /// Seconds a probe may take before the mount counts as unresponsive.
+    #[arg(long, default_value_t = 10, value_name = "SECS")]
+    probe_timeout: u64,
+}
 
-pub fn run(_args: AttachArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("not implemented yet")
+/// Absolute and free of symlinks, as mountinfo shows it, without touching the target itself
+/// (it may be a dead NFS mount): only its parent is canonicalized.
+fn resolve_target(target: &std::path::Path) -> anyhow::Result<PathBuf> {
+    if !target.is_absolute()
+        || target
+            .components()
+            .any(|c| matches!(c, Component::ParentDir))
+    {
+        bail!(
+            "--target {}: must be an absolute path without '..'",
+            target.display()
+        );
+    }
+    let name = target
+        .file_name()
+        .context("--target must name a directory, not /")?;
+    let parent = target.parent().context("--target has no parent")?;
+    let parent = parent
+        .canonicalize()
+        .with_context(|| format!("--target {}: parent directory", target.display()))?;
+    Ok(parent.join(name))
+}
+
+pub fn run(args: AttachArgs) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if !is_root() {
+        bail!("attach must run as root (CAP_SYS_ADMIN) to mount");
+    }
+    let export = normalize_export(&args.export)?;
+    let options = NfsOptions::parse(&args.mount_options)?;
+    let target = resolve_target(&args.target)?;
+    if args.probe_interval == 0 || args.probe_timeout == 0 {
+        bail!("--probe-interval and --probe-timeout must be at least 1 second");
+    }
+    let mut cfg = Config::new(args.server.clone(), export, target);
+    cfg.options = options;
+    cfg.unmount_on_exit = args.unmount_on_exit;
+    cfg.probe_interval = Duration::from_secs(args.probe_interval);
+    cfg.probe_timeout = Duration::from_secs(args.probe_timeout);
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let listener = match args.listen_health {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--listen-health {addr}"))?,
+            ),
+            None => None,
+        };
+        let metrics = Metrics::new();
+        let seed = u64::from(std::process::id())
+            ^ (std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0) as u64);
+        tracing::info!(
+            server = %cfg.server, export = %cfg.export, target = %cfg.target.display(),
+            "attach starting"
+        );
+        let reconciler = Reconciler::new(
+            RealMountOps::new(RealLimits::default()),
+            cfg,
+            metrics.clone(),
+            seed,
+        );
+        let shared = reconciler.shared();
+        let agent =
+            mountshare_agent::agent::spawn(reconciler).context("starting the reconcile loop")?;
+        if let Some(listener) = listener {
+            tokio::spawn(health::serve(listener, HealthState { shared, metrics }));
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        }
+        // The loop's operations are deadline-bounded; don't wait on a stuck kernel call for long.
+        let stopped = tokio::task::spawn_blocking(move || agent.stop(Duration::from_secs(15)))
+            .await
+            .unwrap_or(false);
+        if !stopped {
+            tracing::warn!("the reconcile loop did not stop in time; exiting anyway");
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn is_root() -> bool {
+    // /proc/self/status avoids a libc dependency in the binary crate.
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .map(|l| l.split_whitespace().nth(2) == Some("0"))
+        })
+        .unwrap_or(false)
 }
