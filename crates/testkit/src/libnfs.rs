@@ -2,7 +2,9 @@
 //!
 //! URLs carry the ports so no portmapper is asked: `nfs://HOST/EXPORT/PATH?version=3&nfsport=N&mountport=M`.
 //! `nfs-cat` mounts the directory that holds the file (everything before the last `/`) and looks
-//! up only the last component, so the server must accept MOUNT of that directory.
+//! up only the last component, so the server must accept MOUNT of that directory. For a file
+//! right below an export of `/`, [`NfsTarget::url`] writes `nfs://HOST//FILE` so that directory is
+//! `/` rather than the empty string, which libnfs refuses.
 
 use crate::error::{Error, IoContext, Result};
 use crate::tree::{escape, Kind, Listing};
@@ -38,6 +40,9 @@ impl NfsTarget {
         let full = match (export.is_empty(), path.is_empty()) {
             (true, true) => "/".to_string(),
             (_, true) => export.to_string(),
+            // A file right below "/": libnfs would take "" for its directory and refuse to mount
+            // it ("Export is empty"); a second slash makes that directory "/".
+            (true, false) if !path.contains('/') => format!("//{path}"),
             _ => format!("{export}/{path}"),
         };
         format!(
@@ -263,4 +268,41 @@ pub fn diff_ls(expected: &Listing, actual: &[LsEntry]) -> Vec<String> {
         }
     }
     diffs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_for_an_export_of_root_and_of_a_directory() {
+        let root = NfsTarget::local(2049, 2050, "/");
+        let q = "?version=3&nfsport=2049&mountport=2050";
+        assert_eq!(root.url(""), format!("nfs://127.0.0.1/{q}"));
+        assert_eq!(root.url("a.txt"), format!("nfs://127.0.0.1//a.txt{q}"));
+        assert_eq!(
+            root.url("dir/a.txt"),
+            format!("nfs://127.0.0.1/dir/a.txt{q}")
+        );
+        let dir = NfsTarget::local(2049, 2050, "/srv/export/");
+        assert_eq!(dir.url(""), format!("nfs://127.0.0.1/srv/export{q}"));
+        assert_eq!(
+            dir.url("/a b"),
+            format!("nfs://127.0.0.1/srv/export/a b{q}")
+        );
+    }
+
+    #[test]
+    fn parses_nfs_ls_lines_with_spaces_in_names() {
+        let out = b"-rw-r--r--  1     0     0            6 a.txt\n\
+drwxrwxrwx  2  1234  5678         4096 dir with space\n\
+lrwxrwxrwx  1     0     0            9 link\n";
+        let e = parse_ls(out).unwrap();
+        assert_eq!(e.len(), 3);
+        assert_eq!((e[0].kind, e[0].perms, e[0].size), (Kind::File, 0o644, 6));
+        assert_eq!(e[1].path, b"dir with space");
+        assert_eq!((e[1].uid, e[1].gid, e[1].perms), (1234, 5678, 0o777));
+        assert_eq!(e[2].kind, Kind::Symlink);
+        assert!(parse_ls(b"garbage\n").is_err());
+    }
 }

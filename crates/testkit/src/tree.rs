@@ -262,6 +262,8 @@ pub struct StandardTree {
     pub symlinks: Vec<(PathBuf, PathBuf)>,
     /// Whether the tree has entries owned by other users (only when built by root).
     pub has_foreign_owners: bool,
+    /// The file at the bottom of the deep chain `d01/d02/…/leaf.txt`, relative to the root.
+    pub deep_file: PathBuf,
 }
 
 /// Builds the tree the end-to-end tests share below `root` (a few dozen entries, about 3 MiB):
@@ -300,7 +302,7 @@ pub fn standard_tree_with(root: impl Into<PathBuf>, deep_levels: usize) -> Resul
     let deep: PathBuf = (1..=deep_levels).map(|i| format!("d{i:02}")).collect();
     let deep_file = deep.join("leaf.txt");
     t.file(&deep_file, 100, 15)?;
-    files.push((deep_file, 100));
+    files.push((deep_file.clone(), 100));
     // A name that is not valid UTF-8.
     let odd = PathBuf::from(std::ffi::OsString::from_vec(
         b"bytes-\xff\xfe-name".to_vec(),
@@ -355,6 +357,7 @@ pub fn standard_tree_with(root: impl Into<PathBuf>, deep_levels: usize) -> Resul
         files,
         symlinks,
         has_foreign_owners: is_root,
+        deep_file,
     })
 }
 
