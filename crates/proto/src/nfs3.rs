@@ -50,8 +50,10 @@ pub const NFS3_CREATEVERFSIZE: usize = 8;
 /// `const NFS3_WRITEVERFSIZE = 8;`
 pub const NFS3_WRITEVERFSIZE: usize = 8;
 
-/// Cap on `filename3` (the RFC leaves `string<>` unbounded; 255 is NAME_MAX on every Unix).
-pub const MAX_NAME_LEN: u32 = 255;
+/// Cap on a decoded `filename3` (the RFC leaves `string<>` unbounded). Deliberately above NAME_MAX
+/// (255): a name a little too long decodes, so the server can answer NFS3ERR_NAMETOOLONG as
+/// RFC 1813 says, instead of GARBAGE_ARGS; anything longer is garbage.
+pub const MAX_NAME_LEN: u32 = 1024;
 /// Cap on `nfspath3`. 4096 rather than MNTPATHLEN's 1024 because Linux symlink targets may be up
 /// to PATH_MAX (4096) bytes, and READLINK must carry them.
 pub const MAX_PATH_LEN: u32 = 4096;
