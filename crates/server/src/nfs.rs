@@ -166,13 +166,6 @@ impl Handler<'_> {
         PostOpAttr(Some(fattr3(self.export.fsid, path, attr)))
     }
 
-    fn post_op_of(&self, path: &RelPath) -> PostOpAttr {
-        match self.export.stat(path) {
-            Ok(a) => self.post_op(path, &a),
-            Err(_) => PostOpAttr(None),
-        }
-    }
-
     fn getattr(&self, a: GetAttr3Args) -> GetAttr3Res {
         match self.object(&a.object) {
             Ok((path, attr)) => GetAttr3Res::Ok(GetAttr3ResOk {
@@ -277,11 +270,19 @@ impl Handler<'_> {
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
-                let s = match nfsstat(&e) {
-                    NfsStat3::NoEnt | NfsStat3::NotDir => NfsStat3::Stale,
-                    s => s,
+                // Only regular files are read; say why the others are not, as the RFC does.
+                let attr = self.export.stat(&path).ok();
+                let s = match (attr.as_ref().map(|a| a.kind), nfsstat(&e)) {
+                    (Some(FileKind::Directory), _) => NfsStat3::IsDir,
+                    (Some(FileKind::Regular), s) => s,
+                    (Some(_), _) => NfsStat3::Inval,
+                    (None, NfsStat3::NoEnt | NfsStat3::NotDir) => NfsStat3::Stale,
+                    (None, s) => s,
                 };
-                let attrs = self.post_op_of(&path);
+                let attrs = match attr {
+                    Some(a) => self.post_op(&path, &a),
+                    None => PostOpAttr(None),
+                };
                 return fail(out, s, attrs);
             }
         };

@@ -1,0 +1,123 @@
+//! Shared setup for the server's integration tests: a server on 127.0.0.1 over a temporary tree,
+//! driven by the in-repo client.
+#![allow(dead_code)]
+
+use mountshare_client::proto::nfs3::*;
+use mountshare_client::{ConnectOptions, Mounted};
+use mountshare_fs::{Backend, LocalFs};
+use mountshare_server::{Server, ServerConfig};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running server; stops when dropped or with [`TestServer::stop`].
+pub struct TestServer {
+    pub addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &Path) -> TestServer {
+        Self::start_with(Arc::new(LocalFs::open(dir).unwrap()), |_| {}).await
+    }
+
+    pub async fn start_with(
+        backend: Arc<dyn Backend>,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
+        let mut config = ServerConfig::new("127.0.0.1:0".parse().unwrap());
+        configure(&mut config);
+        let server = Server::bind(config, backend).await.unwrap();
+        let addr = server.local_addr();
+        let (tx, rx) = oneshot::channel();
+        let task = tokio::spawn(server.run(async move {
+            let _ = rx.await;
+        }));
+        TestServer {
+            addr,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stop and wait until the server has drained.
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+
+    pub async fn mount(&self) -> Mounted {
+        Mounted::connect(self.addr, "/").await.unwrap()
+    }
+
+    pub async fn mount_as(&self, uid: u32, gid: u32) -> Mounted {
+        let opts = ConnectOptions {
+            cred: mountshare_client::proto::rpc::OpaqueAuth::sys(
+                &mountshare_client::proto::rpc::AuthSys {
+                    stamp: 0,
+                    machinename: b"test".to_vec(),
+                    uid,
+                    gid,
+                    gids: Vec::new(),
+                },
+            ),
+            ..ConnectOptions::default()
+        };
+        Mounted::connect_with(self.addr, "/", opts).await.unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A small tree: `dir/file` ("hello world"), `dir/sub/`, `dir/link -> file`, `secret` (0600,
+/// owned by root), and links pointing outside the tree (`escape-dir`, `escape-file`).
+pub fn sample_tree() -> (tempfile::TempDir, tempfile::TempDir) {
+    use std::os::unix::fs::{symlink, PermissionsExt};
+    let outside = tempfile::tempdir().unwrap();
+    std::fs::write(outside.path().join("passwd"), b"outside").unwrap();
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    std::fs::create_dir_all(root.join("dir/sub")).unwrap();
+    std::fs::write(root.join("dir/file"), b"hello world").unwrap();
+    symlink("file", root.join("dir/link")).unwrap();
+    std::fs::write(root.join("secret"), b"top secret").unwrap();
+    std::fs::set_permissions(root.join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    symlink(outside.path(), root.join("escape-dir")).unwrap();
+    symlink(outside.path().join("passwd"), root.join("escape-file")).unwrap();
+    (t, outside)
+}
+
+pub fn fh(data: Vec<u8>) -> NfsFh3 {
+    NfsFh3 { data }
+}
+
+pub fn dirop(dir: &NfsFh3, name: &[u8]) -> DirOpArgs3 {
+    DirOpArgs3 {
+        dir: dir.clone(),
+        name: name.to_vec(),
+    }
+}
+
+/// LOOKUP `name` in `dir` and return the result's status.
+pub async fn lookup_status(m: &Mounted, dir: &NfsFh3, name: &[u8]) -> NfsStat3 {
+    m.nfs
+        .lookup(&Lookup3Args {
+            what: dirop(dir, name),
+        })
+        .await
+        .unwrap()
+        .status()
+}
