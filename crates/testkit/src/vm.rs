@@ -247,8 +247,9 @@ pub enum ExtraFile {
     },
 }
 
-/// What [`mount_nfs_files`] needs: Debian's `mount.nfs`, its shared libraries and `/etc/netconfig`.
-/// Without `/etc/netconfig`, `mount.nfs` fails with "Protocol not supported".
+/// What a guest needs to run Debian's `mount.nfs`: the binary, its shared libraries,
+/// `/etc/netconfig`, `/etc/protocols` and `/etc/services`. Without the first two files
+/// `mount.nfs` fails with "Protocol not supported". It is installed as `/sbin/mount.nfs`.
 pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
     let helper = ["/sbin/mount.nfs", "/usr/sbin/mount.nfs"]
         .iter()
@@ -288,6 +289,17 @@ pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
         host: netconfig,
         guest: "/etc/netconfig".into(),
     });
+    // getprotobyname("tcp") reads /etc/protocols; without it mount.nfs also says
+    // "Protocol not supported".
+    for (path, package) in [("/etc/protocols", "netbase"), ("/etc/services", "netbase")] {
+        if !Path::new(path).is_file() {
+            return Err(Error::Missing(format!("{path} is missing (apt-get install {package})")));
+        }
+        files.push(ExtraFile::Host {
+            host: PathBuf::from(path),
+            guest: path.to_string(),
+        });
+    }
     Ok(files)
 }
 
@@ -769,10 +781,20 @@ impl Drop for Vm {
     }
 }
 
+/// The last `n` console lines, leaving out the hex lines of blobs.
 fn tail(console: &Console, n: usize) -> String {
     let state = console.state.lock().expect("console lock");
-    let start = state.lines.len().saturating_sub(n);
-    state.lines[start..].join("\n")
+    let lines: Vec<&str> = state
+        .lines
+        .iter()
+        .map(String::as_str)
+        .filter(|l| !is_hex_line(l))
+        .collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+fn is_hex_line(line: &str) -> bool {
+    line.len() >= 32 && line.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
 fn spawn_reader(
@@ -793,8 +815,7 @@ fn spawn_reader(
                         buf.pop();
                     }
                     let line = String::from_utf8_lossy(&buf).replace('\r', "");
-                    let hex_line = line.len() >= 32 && line.bytes().all(|b| b.is_ascii_hexdigit());
-                    if echo && !hex_line {
+                    if echo && !is_hex_line(&line) {
                         eprintln!("{prefix} {line}");
                     }
                     let mut state = console.state.lock().expect("console lock");

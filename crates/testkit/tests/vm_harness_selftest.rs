@@ -46,7 +46,8 @@ exit 7
 
 /// The whole chain the mountshare VM tests rely on, proved against nfs-ganesha: the guest kernel
 /// mounts a host export with explicit ports and no portmapper, and `find`/`stat`/`md5sum`/
-/// `readlink`/`ls -la` in the guest agree with the host.
+/// `readlink`/`ls -la` in the guest agree with the host. Then Debian's `mount.nfs`, shipped into
+/// the guest with its libraries and `/etc/netconfig`, mounts it too.
 #[test]
 fn harness_selftest_kernel_client_mounts_ganesha_export() {
     if vm::skip("harness_selftest_kernel_client_mounts_ganesha_export") {
@@ -87,6 +88,9 @@ emit_ls dir1 /mnt/dir1
 say "@@MD5 $(md5sum /mnt/big.bin | cut -d' ' -f1)"
 say "@@READLINK $(readlink /mnt/link-relative)|$(readlink /mnt/link-dangling)|$(cat /mnt/link-relative | md5sum | cut -d' ' -f1)"
 umount /mnt
+/sbin/mount.nfs '{host}:{path}' /mnt -o 'vers=3,port={nfs_port},mountport={mount_port},tcp,nolock,soft'
+say "@@HELPER $(md5sum /mnt/odd-size.bin | cut -d' ' -f1) $(grep -c ' /mnt nfs ' /proc/mounts)"
+umount /mnt
 "#,
         host = vm::HOST_IP,
         path = ganesha.export().display(),
@@ -94,6 +98,7 @@ umount /mnt
     let mut vm = Vm::boot(VmConfig {
         name: "selftest-ganesha".into(),
         script,
+        extra_files: vm::mount_nfs_files().expect("Debian's mount.nfs (nfs-common) is installed"),
         ..VmConfig::default()
     })
     .expect("boot the VM");
@@ -137,6 +142,13 @@ umount /mnt
     assert_eq!(
         readlink,
         format!("@@READLINK one-byte.bin|does/not/exist|{one_byte}")
+    );
+    let helper = vm.wait_for("@@HELPER", MINUTE).unwrap();
+    let odd = tree::md5_file(&export.join("odd-size.bin")).unwrap();
+    assert_eq!(
+        helper,
+        format!("@@HELPER {odd} 1"),
+        "a mount through Debian's mount.nfs in the guest"
     );
     assert_eq!(vm.wait_exit(MINUTE).unwrap(), 0);
     assert!(fixture.symlinks.len() >= 5);
