@@ -293,7 +293,9 @@ pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
     // "Protocol not supported".
     for (path, package) in [("/etc/protocols", "netbase"), ("/etc/services", "netbase")] {
         if !Path::new(path).is_file() {
-            return Err(Error::Missing(format!("{path} is missing (apt-get install {package})")));
+            return Err(Error::Missing(format!(
+                "{path} is missing (apt-get install {package})"
+            )));
         }
         files.push(ExtraFile::Host {
             host: PathBuf::from(path),
