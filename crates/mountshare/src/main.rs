@@ -1,6 +1,8 @@
 //! The `mountshare` binary: command-line parsing and wiring of the library crates.
 
 mod attach;
+mod bench;
+mod doctor;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -20,6 +22,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Keep an NFS export mounted at a host path and heal it without restarting consumers.
     Attach(attach::AttachArgs),
+    /// Say which link of the chain is broken: what is mounted at a path, or how an NFS server answers.
+    Doctor(doctor::DoctorArgs),
+    /// Measure any NFSv3 server: sequential reads, metadata operations, directory walks.
+    Bench(bench::BenchArgs),
 }
 
 /// Log to stderr through `tracing`; `RUST_LOG` overrides the default `info` level.
@@ -48,6 +54,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Attach(args) => attach::run(args),
+        Command::Doctor(args) => doctor::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match result {
         Ok(code) => code,

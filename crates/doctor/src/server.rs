@@ -1,0 +1,928 @@
+//! `doctor server HOST[:PORT]`: walk an NFSv3 server the way a kernel client would, each step
+//! under a timeout and with a verdict, then say how to mount it.
+//!
+//! Works against any NFSv3 server: when MOUNT is not on the NFS port (kernel nfsd, nfs-ganesha)
+//! its port comes from the portmapper, and the mount lines then carry both ports.
+
+use crate::lines::{mount_lines, LineInputs, MountLines};
+use crate::report::{count_problems, render_steps, verdict_line, Step, Verdict};
+use mountshare_client::{
+    ClientError, ConnectOptions, MountClient, NfsClient, PortmapClient, RpcConnection,
+};
+use mountshare_proto::mount3::{MountRes3, MountStat3, MOUNT_PROGRAM, MOUNT_V3};
+use mountshare_proto::nfs3::{EntryPlus3, Ftype3, NfsFh3, Read3Args, NFS_PROGRAM, NFS_V3};
+use mountshare_proto::portmap::{IPPROTO_TCP, IPPROTO_UDP};
+use mountshare_proto::rpc::{AcceptStat, ReplyBody};
+use serde::Serialize;
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+
+/// What to diagnose, and how patiently.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub host: String,
+    pub port: u16,
+    /// The export to MNT.
+    pub export: String,
+    /// Limit on each step.
+    pub timeout: Duration,
+    /// Where to ask a portmapper (111; tests point it elsewhere).
+    pub portmap_port: u16,
+    /// A MOUNT port to try when MOUNT is not on the NFS port.
+    pub mount_port: Option<u16>,
+    /// The directory the mount lines mount at.
+    pub target: String,
+}
+
+/// One registration a portmapper listed (DUMP).
+#[derive(Debug, Clone, Serialize)]
+pub struct Registration {
+    pub program: u32,
+    pub name: &'static str,
+    pub version: u32,
+    pub protocol: &'static str,
+    pub port: u32,
+}
+
+/// What the portmapper on port 111 said.
+#[derive(Debug, Clone, Serialize)]
+pub struct PortmapperView {
+    pub address: String,
+    pub answers: bool,
+    /// GETPORT of NFS v3 over TCP (0: not registered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nfs_v3_tcp: Option<u32>,
+    /// GETPORT of MOUNT v3 over TCP (0: not registered).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_v3_tcp: Option<u32>,
+    pub registrations: Vec<Registration>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ExportView {
+    pub path: String,
+    pub groups: Vec<String>,
+}
+
+/// Everything `doctor server` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerReport {
+    pub server: String,
+    pub host: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    pub nfs_port: u16,
+    /// Where MOUNT v3 answered.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_port: Option<u16>,
+    /// How it was found: `nfs_port`, `portmapper`, `server_portmap` or `flag`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_port_found_via: Option<&'static str>,
+    pub export: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub portmapper: Option<PortmapperView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exports: Option<Vec<ExportView>>,
+    pub steps: Vec<Step>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mount_lines: Option<MountLines>,
+    pub problems: usize,
+    pub healthy: bool,
+}
+
+fn program_name(prog: u32) -> &'static str {
+    match prog {
+        100000 => "portmapper",
+        100003 => "nfs",
+        100005 => "mountd",
+        100011 => "rquotad",
+        100021 => "nlockmgr",
+        100024 => "status",
+        100227 => "nfs_acl",
+        _ => "?",
+    }
+}
+
+/// Time a future under the step timeout; `None` when it ran out.
+async fn timed<T>(limit: Duration, f: impl Future<Output = T>) -> (Option<T>, Duration) {
+    let start = Instant::now();
+    let r = tokio::time::timeout(limit, f).await.ok();
+    (r, start.elapsed())
+}
+
+fn secs(d: Duration) -> String {
+    crate::units::human_duration(d)
+}
+
+/// A client error in words.
+fn describe(e: &ClientError) -> String {
+    match e {
+        ClientError::Timeout(d) => format!("no reply within {}", secs(*d)),
+        ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgUnavail)) => {
+            "program not available (PROG_UNAVAIL)".into()
+        }
+        ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgMismatch { low, high })) => {
+            format!("version not supported (PROG_MISMATCH: versions {low} to {high})")
+        }
+        ClientError::Rpc(ReplyBody::Accepted(a)) => format!("call not accepted ({a:?})"),
+        ClientError::Rpc(ReplyBody::Denied(d)) => format!("call denied ({d:?})"),
+        ClientError::Closed(why) => format!("connection closed ({why})"),
+        other => other.to_string(),
+    }
+}
+
+fn is_prog_unavail(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgUnavail))
+    )
+}
+
+async fn connect(addr: SocketAddr, limit: Duration) -> Result<(TcpStream, Duration), String> {
+    let (r, took) = timed(limit, TcpStream::connect(addr)).await;
+    match r {
+        None => Err(format!("no answer to a TCP connect within {}", secs(limit))),
+        Some(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+            Err("connection refused".into())
+        }
+        Some(Err(e)) => Err(e.to_string()),
+        Some(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok((s, took))
+        }
+    }
+}
+
+fn rpc(stream: TcpStream, limit: Duration) -> RpcConnection {
+    RpcConnection::from_stream(
+        stream,
+        ConnectOptions {
+            timeout: limit,
+            ..ConnectOptions::default()
+        },
+    )
+}
+
+/// Walk the server; never fails: every failure is a step with its verdict.
+pub async fn diagnose(o: &ServerOptions) -> ServerReport {
+    let shown = if o.host.contains(':') {
+        format!("[{}]:{}", o.host, o.port)
+    } else {
+        format!("{}:{}", o.host, o.port)
+    };
+    let mut r = ServerReport {
+        server: shown.clone(),
+        host: o.host.clone(),
+        address: None,
+        nfs_port: o.port,
+        mount_port: None,
+        mount_port_found_via: None,
+        export: o.export.clone(),
+        portmapper: None,
+        exports: None,
+        steps: Vec::new(),
+        mount_lines: None,
+        problems: 0,
+        healthy: false,
+    };
+    walk(o, &mut r).await;
+    r.problems = count_problems(&r.steps);
+    r.healthy = r.problems == 0;
+    r
+}
+
+async fn walk(o: &ServerOptions, r: &mut ServerReport) {
+    let t = o.timeout;
+    // 1. Resolve.
+    let (res, took) = timed(t, tokio::net::lookup_host((o.host.as_str(), o.port))).await;
+    let addrs: Vec<SocketAddr> = match res {
+        Some(Ok(it)) => it.collect(),
+        Some(Err(e)) => {
+            r.steps.push(Step::problem("resolve", format!("cannot resolve {}: {e}", o.host), "give an IP address, or a name this machine resolves (the kubelet resolves with the node's resolver, not cluster DNS)").took(took));
+            return;
+        }
+        None => {
+            r.steps.push(
+                Step::problem(
+                    "resolve",
+                    format!("resolving {} took longer than {}", o.host, secs(t)),
+                    "check this machine's resolver, or give an IP address",
+                )
+                .took(took),
+            );
+            return;
+        }
+    };
+    let Some(addr) = addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+    else {
+        r.steps.push(Step::problem(
+            "resolve",
+            format!("{} resolves to no address", o.host),
+            "give an IP address",
+        ));
+        return;
+    };
+    r.address = Some(addr.ip().to_string());
+    if o.host.parse::<IpAddr>().is_err() {
+        r.steps
+            .push(Step::ok("resolve", format!("{} resolves to {}", o.host, addr.ip())).took(took));
+    }
+
+    // 2. TCP connect.
+    let conn = match connect(addr, t).await {
+        Ok((stream, took)) => {
+            r.steps
+                .push(Step::ok("tcp_connect", format!("connected to {addr}")).took(took));
+            Some(rpc(stream, t))
+        }
+        Err(why) => {
+            let fix = if why == "connection refused" {
+                format!("nothing listens on port {}: start the server, or give the port it listens on (mountshare serve --listen); the portmapper step below may name the right one", o.port)
+            } else {
+                "the host is down or a firewall drops the packets: check the address and the network path (a Service without endpoints looks like this too)".to_owned()
+            };
+            r.steps.push(Step::problem(
+                "tcp_connect",
+                format!("TCP connect to {addr}: {why}"),
+                fix,
+            ));
+            None
+        }
+    };
+
+    // 3. NULL on NFS and on MOUNT, on the given port.
+    let mut nfs_ok = false;
+    if let Some(conn) = &conn {
+        let nfs = NfsClient::new(conn.clone());
+        let start = Instant::now();
+        let res = nfs.null().await;
+        let took = start.elapsed();
+        let rpc_answers = match &res {
+            Ok(()) => true,
+            Err(e) => !matches!(e, ClientError::Timeout(_) | ClientError::Closed(_)),
+        };
+        match res {
+            Ok(()) => {
+                nfs_ok = true;
+                r.steps.push(
+                    Step::ok(
+                        "nfs_null",
+                        format!("NFS v3 answers NULL on port {}", o.port),
+                    )
+                    .took(took),
+                );
+            }
+            Err(e) => {
+                let (what, fix) = match &e {
+                    ClientError::Timeout(_) => (
+                        format!("NFS NULL on port {}: no reply within {}: something accepts TCP connections there but does not answer RPC", o.port, secs(t)),
+                        "a hung server or a proxy without a backend: check that the server process is alive and serving (its log), and restart it".to_owned(),
+                    ),
+                    e if is_prog_unavail(e) => (
+                        format!("NFS NULL on port {}: {}: this port runs another RPC service, not NFS", o.port, describe(e)),
+                        "give the NFS port (usually 2049; the portmapper step below may name it)".to_owned(),
+                    ),
+                    ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgMismatch { low, high })) => (
+                        format!("NFS NULL on port {}: no NFS version 3 (the server offers versions {low} to {high})", o.port),
+                        "use an NFSv3 server or enable version 3 on it (kernel mounts with vers=3 will fail)".to_owned(),
+                    ),
+                    e => (
+                        format!("NFS NULL on port {}: {}", o.port, describe(e)),
+                        "the port does not speak ONC-RPC over TCP as NFS does: check the address, port and that the server allows this client".to_owned(),
+                    ),
+                };
+                r.steps
+                    .push(Step::problem("nfs_null", what, fix).took(took));
+            }
+        }
+        if rpc_answers {
+            let start = Instant::now();
+            let res = MountClient::new(conn.clone()).null().await;
+            let took = start.elapsed();
+            match res {
+                Ok(()) => {
+                    r.mount_port = Some(o.port);
+                    r.mount_port_found_via = Some("nfs_port");
+                    r.steps.push(Step::ok("mount_null", format!("MOUNT v3 answers NULL on the NFS port {} (one port for both: port=mountport={})", o.port, o.port)).took(took));
+                }
+                Err(e) => {
+                    r.steps.push(Step::note("mount_null", format!("MOUNT v3 on port {}: {} (usual for kernel nfsd and nfs-ganesha, which run MOUNT on a port of its own): looking for it through the portmapper", o.port, describe(&e))).took(took));
+                }
+            }
+        } else {
+            r.steps.push(Step::skipped(
+                "mount_null",
+                format!("not tried: port {} does not answer RPC", o.port),
+            ));
+        }
+    } else {
+        r.steps
+            .push(Step::skipped("nfs_null", "not tried: no TCP connection"));
+        r.steps
+            .push(Step::skipped("mount_null", "not tried: no TCP connection"));
+    }
+
+    // 4. The portmapper on port 111: what a kernel mount without port options asks.
+    let pm_addr = SocketAddr::new(addr.ip(), o.portmap_port);
+    let pm = portmapper(pm_addr, t).await;
+    match &pm {
+        Err(why) => r.steps.push(
+            Step::note("portmapper", format!("no portmapper on {pm_addr} ({why}): a kernel mount without port= and mountport= fails or hangs asking for it"))
+                .fix("mount with the lines below, which give port= and mountport=; or run a portmapper (mountshare serve --portmap)"),
+        ),
+        Ok((view, took)) => {
+            let nfs = view.nfs_v3_tcp.unwrap_or(0);
+            let mnt = view.mount_v3_tcp.unwrap_or(0);
+            let said = format!(
+                "portmapper on {pm_addr} answers: NFS v3/TCP {}, MOUNT v3/TCP {} ({} registrations)",
+                if nfs == 0 { "not registered".to_owned() } else { format!("on {nfs}") },
+                if mnt == 0 { "not registered".to_owned() } else { format!("on {mnt}") },
+                view.registrations.len()
+            );
+            let step = if nfs == u32::from(o.port) {
+                Step::ok("portmapper", said)
+            } else if nfs == 0 {
+                Step::note("portmapper", format!("{said}: it does not know this server, so a mount without port= fails"))
+                    .fix("mount with the lines below, which give port= and mountport=")
+            } else if nfs_ok {
+                Step::note("portmapper", format!("{said}: a mount without port= goes to port {nfs}, not {}", o.port))
+                    .fix("mount with the lines below, which give port= explicitly")
+            } else {
+                Step::note("portmapper", format!("{said}: NFS is registered on port {nfs}, not {}", o.port))
+                    .fix(format!("use {}:{nfs}", o.host))
+            };
+            r.steps.push(step.took(*took));
+            r.portmapper = Some(view.clone());
+        }
+    }
+    if r.portmapper.is_none() {
+        r.portmapper = Some(PortmapperView {
+            address: pm_addr.to_string(),
+            answers: false,
+            nfs_v3_tcp: None,
+            mount_v3_tcp: None,
+            registrations: Vec::new(),
+        });
+    }
+    if !nfs_ok {
+        for s in [
+            "mount_lookup",
+            "export_list",
+            "mnt",
+            "getattr_root",
+            "readdirplus_root",
+            "read_file",
+        ] {
+            r.steps.push(Step::skipped(
+                s,
+                "not tried: NFS does not answer on the given port",
+            ));
+        }
+        return;
+    }
+    let conn = conn.expect("NFS answered, so connected");
+
+    // 5. Find MOUNT when it is not on the NFS port.
+    let mut mount_conn = None;
+    if r.mount_port.is_some() {
+        mount_conn = Some(conn.clone());
+    } else {
+        let mut candidates: Vec<(u16, &'static str)> = Vec::new();
+        if let Some(p) = o.mount_port {
+            candidates.push((p, "flag"));
+        }
+        if let Ok((view, _)) = &pm {
+            if let Some(p) = view.mount_v3_tcp.filter(|p| *p > 0 && *p <= 65535) {
+                candidates.push((p as u16, "portmapper"));
+            }
+        }
+        if candidates.is_empty() {
+            // A single-port server may answer PORTMAP on its own port.
+            if let Ok(p) = PortmapClient::new(conn.clone())
+                .getport(MOUNT_PROGRAM, MOUNT_V3, IPPROTO_TCP)
+                .await
+            {
+                if p > 0 && p <= 65535 {
+                    candidates.push((p as u16, "server_portmap"));
+                }
+            }
+        }
+        let mut last_err = None;
+        for (port, via) in candidates {
+            let maddr = SocketAddr::new(addr.ip(), port);
+            let start = Instant::now();
+            let attempt = async {
+                let (s, _) = connect(maddr, t).await?;
+                let c = rpc(s, t);
+                MountClient::new(c.clone())
+                    .null()
+                    .await
+                    .map_err(|e| describe(&e))?;
+                Ok::<_, String>(c)
+            };
+            match attempt.await {
+                Ok(c) => {
+                    let how = match via {
+                        "flag" => "on the --mount-port given".to_owned(),
+                        "portmapper" => {
+                            format!("through the portmapper on port {}", o.portmap_port)
+                        }
+                        _ => format!("through the server's own PORTMAP on port {}", o.port),
+                    };
+                    r.steps.push(Step::ok("mount_lookup", format!("MOUNT v3 found {how}: port {port}; NFS port {} != MOUNT port {port}, so mount options must carry both (port={},mountport={port})", o.port, o.port)).took(start.elapsed()));
+                    r.mount_port = Some(port);
+                    r.mount_port_found_via = Some(via);
+                    mount_conn = Some(c);
+                    break;
+                }
+                Err(e) => last_err = Some((port, via, e, start.elapsed())),
+            }
+        }
+        if mount_conn.is_none() {
+            let step = match last_err {
+                Some((port, via, e, took)) => Step::problem(
+                    "mount_lookup",
+                    format!("MOUNT v3 should be on port {port} (from the {}), but it does not answer there: {e}", if via == "flag" { "--mount-port" } else { "portmapper" }),
+                    "the server's mount daemon (mountd) is down or firewalled: start it, or open its port",
+                ).took(took),
+                None => Step::problem(
+                    "mount_lookup",
+                    format!("no MOUNT v3 service found: not on port {}, and no portmapper names one", o.port),
+                    "give --mount-port N if you know it; a kernel mount needs mountport=N and hangs without it",
+                ),
+            };
+            r.steps.push(step);
+            for s in [
+                "export_list",
+                "mnt",
+                "getattr_root",
+                "readdirplus_root",
+                "read_file",
+            ] {
+                r.steps
+                    .push(Step::skipped(s, "not tried: no MOUNT service"));
+            }
+            return;
+        }
+    }
+    let mount = MountClient::new(mount_conn.expect("set above"));
+    let mount_port = r.mount_port.expect("set with mount_conn");
+    r.mount_lines = Some(mount_lines(&LineInputs {
+        host: &o.host,
+        ip: addr.ip(),
+        nfs_port: o.port,
+        mount_port,
+        export: &o.export,
+        target: &o.target,
+    }));
+
+    // 6. EXPORT list.
+    let start = Instant::now();
+    let exports = mount.export().await;
+    let took = start.elapsed();
+    let mut listed = Vec::new();
+    match exports {
+        Ok(list) => {
+            listed = list
+                .0
+                .iter()
+                .map(|e| ExportView {
+                    path: String::from_utf8_lossy(&e.ex_dir).into_owned(),
+                    groups: e
+                        .ex_groups
+                        .iter()
+                        .map(|g| String::from_utf8_lossy(g).into_owned())
+                        .collect(),
+                })
+                .collect::<Vec<_>>();
+            let step = if listed.is_empty() {
+                Step::note(
+                    "export_list",
+                    "the server lists no exports (some servers hide them)",
+                )
+            } else {
+                let shown: Vec<String> = listed
+                    .iter()
+                    .map(|e| {
+                        if e.groups.is_empty() {
+                            format!("{} (everyone)", e.path)
+                        } else {
+                            format!("{} ({})", e.path, e.groups.join(" "))
+                        }
+                    })
+                    .collect();
+                Step::ok("export_list", format!("exports: {}", shown.join(", ")))
+            };
+            r.steps.push(step.took(took));
+            r.exports = Some(listed.clone());
+        }
+        Err(e) => r
+            .steps
+            .push(Step::note("export_list", format!("EXPORT: {}", describe(&e))).took(took)),
+    }
+
+    // 7. MNT.
+    let start = Instant::now();
+    let res = mount.mnt(o.export.as_bytes()).await;
+    let took = start.elapsed();
+    let root = match res {
+        Ok(MountRes3::Ok(ok)) => {
+            let flavors: Vec<String> = ok
+                .auth_flavors
+                .iter()
+                .map(|f| match f {
+                    0 => "AUTH_NONE".to_owned(),
+                    1 => "AUTH_SYS".to_owned(),
+                    390003..=390005 => format!("RPCSEC_GSS/krb5 ({f})"),
+                    other => other.to_string(),
+                })
+                .collect();
+            let step = if ok.auth_flavors.is_empty() || ok.auth_flavors.contains(&1) {
+                Step::ok(
+                    "mnt",
+                    format!(
+                        "MNT {}: root handle of {} bytes, auth {}",
+                        o.export,
+                        ok.fhandle.len(),
+                        if flavors.is_empty() {
+                            "AUTH_SYS (default)".into()
+                        } else {
+                            flavors.join(", ")
+                        }
+                    ),
+                )
+            } else {
+                Step::problem(
+                    "mnt",
+                    format!(
+                        "MNT {}: the export wants {} and not AUTH_SYS",
+                        o.export,
+                        flavors.join(", ")
+                    ),
+                    "mount with the matching sec= option, or allow sec=sys on the export",
+                )
+            };
+            r.steps.push(step.took(took));
+            Some(NfsFh3 { data: ok.fhandle })
+        }
+        Ok(MountRes3::Fail(stat)) => {
+            let others: Vec<&str> = listed
+                .iter()
+                .map(|e| e.path.as_str())
+                .filter(|p| *p != o.export)
+                .collect();
+            let step = match stat {
+                MountStat3::NoEnt | MountStat3::NotDir => Step::problem(
+                    "mnt",
+                    format!("MNT {}: no such export ({stat:?})", o.export),
+                    if others.is_empty() {
+                        "mount the path the server exports (a mountshare server exports its directory as /)".to_owned()
+                    } else {
+                        format!("use --export {} (and HOST:{} in mount lines): that is what the server exports", others[0], others[0])
+                    },
+                ),
+                MountStat3::Acces | MountStat3::Perm => Step::problem(
+                    "mnt",
+                    format!("MNT {}: refused for this client ({stat:?})", o.export),
+                    "allow this client's address in the server's export rules",
+                ),
+                other => Step::problem(
+                    "mnt",
+                    format!("MNT {}: failed ({other:?})", o.export),
+                    "see the server's log",
+                ),
+            };
+            r.steps.push(step.took(took));
+            None
+        }
+        Err(e) => {
+            r.steps.push(
+                Step::problem(
+                    "mnt",
+                    format!("MNT {}: {}", o.export, describe(&e)),
+                    "the mount daemon fails: see the server's log",
+                )
+                .took(took),
+            );
+            None
+        }
+    };
+    let Some(root) = root else {
+        for s in ["getattr_root", "readdirplus_root", "read_file"] {
+            r.steps.push(Step::skipped(s, "not tried: MNT failed"));
+        }
+        return;
+    };
+
+    // 8. GETATTR, READDIRPLUS and READ on the NFS connection.
+    let nfs = NfsClient::new(conn.clone());
+    let start = Instant::now();
+    let attr = nfs.getattr_of(&root).await;
+    let took = start.elapsed();
+    match attr {
+        Ok(a) if a.ftype == Ftype3::Dir => r.steps.push(
+            Step::ok(
+                "getattr_root",
+                format!(
+                    "root: directory, mode {:04o}, owner {}:{}",
+                    a.mode & 0o7777,
+                    a.uid,
+                    a.gid
+                ),
+            )
+            .took(took),
+        ),
+        Ok(a) => r.steps.push(
+            Step::problem(
+                "getattr_root",
+                format!("the export's root is not a directory ({:?})", a.ftype),
+                "export a directory",
+            )
+            .took(took),
+        ),
+        Err(e) => {
+            r.steps.push(Step::problem("getattr_root", format!("GETATTR of the root handle from MNT: {}", describe(&e)), "the NFS service does not accept the handle its MOUNT service gave (a stale or mismatched export): restart the server, see its log").took(took));
+            for s in ["readdirplus_root", "read_file"] {
+                r.steps.push(Step::skipped(s, "not tried: GETATTR failed"));
+            }
+            let _ = mount.umnt(o.export.as_bytes()).await;
+            return;
+        }
+    }
+    let start = Instant::now();
+    let listing = list_dir(&nfs, &root, 4096).await;
+    let took = start.elapsed();
+    let entries = match listing {
+        Ok((entries, more)) => {
+            let names: Vec<String> = entries
+                .iter()
+                .take(5)
+                .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+                .collect();
+            let step = if entries.is_empty() {
+                Step::problem("readdirplus_root", format!("READDIRPLUS: the export {} is empty", o.export), "the server serves an empty directory: if it should show a FUSE tree, it was started on the directory beneath the FUSE mount, or before the FUSE mount was there, or without allow_other (run mountshare doctor path DIR on the server)")
+            } else {
+                Step::ok(
+                    "readdirplus_root",
+                    format!(
+                        "{}{} entries ({}{})",
+                        if more { "more than " } else { "" },
+                        entries.len(),
+                        names.join(", "),
+                        if entries.len() > names.len() {
+                            ", ..."
+                        } else {
+                            ""
+                        }
+                    ),
+                )
+            };
+            r.steps.push(step.took(took));
+            Some(entries)
+        }
+        Err(e) => {
+            r.steps.push(Step::problem("readdirplus_root", format!("READDIRPLUS of the root: {}", describe(&e)), "the server cannot list its own directory (a failing FUSE backend?): see its log").took(took));
+            None
+        }
+    };
+    match entries {
+        None => r
+            .steps
+            .push(Step::skipped("read_file", "not tried: READDIRPLUS failed")),
+        Some(entries) => {
+            let start = Instant::now();
+            let found = find_file(&nfs, entries, t).await;
+            match found {
+                Ok(Some((path, fh, size))) => {
+                    let count = size.clamp(1, 4096) as u32;
+                    let res = nfs
+                        .read(&Read3Args {
+                            file: fh,
+                            offset: 0,
+                            count,
+                        })
+                        .await
+                        .and_then(|res| res.ok().map_err(ClientError::from));
+                    let took = start.elapsed();
+                    let step = match res {
+                        Ok(ok) if ok.data.len() == count as usize || (ok.eof && ok.data.len() as u64 == size) => Step::ok("read_file", format!("READ of {path}: {} bytes (of {})", ok.data.len(), crate::units::human_bytes(size))),
+                        Ok(ok) => Step::note("read_file", format!("READ of {path}: {} bytes returned for {count} asked (file of {size} bytes)", ok.data.len())),
+                        Err(e) => Step::problem("read_file", format!("READ of {path}: {}", describe(&e)), "the server cannot read its own file (a failing FUSE backend, or files not readable by the server's uid): see its log"),
+                    };
+                    r.steps.push(step.took(took));
+                }
+                Ok(None) => r.steps.push(Step::note(
+                    "read_file",
+                    "no regular file found in the first directories: READ not tried",
+                )),
+                Err(e) => r.steps.push(Step::problem(
+                    "read_file",
+                    format!("looking for a file to READ: {}", describe(&e)),
+                    "the server fails to list a subdirectory: see its log",
+                )),
+            }
+        }
+    }
+    let _ = tokio::time::timeout(t, mount.umnt(o.export.as_bytes())).await;
+    if let Some(l) = &r.mount_lines {
+        if let Some(c) = &l.attach_caveat {
+            r.steps.push(Step::note("attach", c.clone()));
+        }
+    }
+}
+
+/// Ask the portmapper at `addr`: NULL, GETPORT of NFS v3 and MOUNT v3 over TCP, DUMP.
+async fn portmapper(addr: SocketAddr, t: Duration) -> Result<(PortmapperView, Duration), String> {
+    let start = Instant::now();
+    let (s, _) = connect(addr, t).await?;
+    let pm = PortmapClient::new(rpc(s, t));
+    pm.null().await.map_err(|e| describe(&e))?;
+    let nfs = pm
+        .getport(NFS_PROGRAM, NFS_V3, IPPROTO_TCP)
+        .await
+        .map_err(|e| describe(&e))?;
+    let mnt = pm
+        .getport(MOUNT_PROGRAM, MOUNT_V3, IPPROTO_TCP)
+        .await
+        .map_err(|e| describe(&e))?;
+    let registrations = match pm.dump().await {
+        Ok(list) => list
+            .0
+            .iter()
+            .map(|m| Registration {
+                program: m.prog,
+                name: program_name(m.prog),
+                version: m.vers,
+                protocol: match m.prot {
+                    IPPROTO_TCP => "tcp",
+                    IPPROTO_UDP => "udp",
+                    _ => "?",
+                },
+                port: m.port,
+            })
+            .collect(),
+        Err(_) => Vec::new(),
+    };
+    Ok((
+        PortmapperView {
+            address: addr.to_string(),
+            answers: true,
+            nfs_v3_tcp: Some(nfs),
+            mount_v3_tcp: Some(mnt),
+            registrations,
+        },
+        start.elapsed(),
+    ))
+}
+
+/// Up to `cap` entries of `dir` (without `.` and `..`); true when there were more.
+async fn list_dir(
+    nfs: &NfsClient,
+    dir: &NfsFh3,
+    cap: usize,
+) -> Result<(Vec<EntryPlus3>, bool), ClientError> {
+    let mut pager = nfs.readdirplus_pager(dir);
+    let mut out = Vec::new();
+    while let Some(page) = pager.next_page().await? {
+        out.extend(
+            page.into_iter()
+                .filter(|e| e.name != b"." && e.name != b".."),
+        );
+        if out.len() >= cap {
+            return Ok((out, true));
+        }
+    }
+    Ok((out, false))
+}
+
+/// The first regular file, breadth first from the root's entries, over at most 64 directories.
+async fn find_file(
+    nfs: &NfsClient,
+    root_entries: Vec<EntryPlus3>,
+    t: Duration,
+) -> Result<Option<(String, NfsFh3, u64)>, ClientError> {
+    let mut queue: VecDeque<(String, Vec<EntryPlus3>)> = VecDeque::new();
+    queue.push_back((String::new(), root_entries));
+    let mut listed = 1;
+    let deadline = Instant::now() + t;
+    while let Some((prefix, entries)) = queue.pop_front() {
+        let mut dirs = Vec::new();
+        for e in entries {
+            let name = format!("{prefix}/{}", String::from_utf8_lossy(&e.name));
+            let (Some(attr), Some(fh)) = (e.name_attributes.0, e.name_handle.0) else {
+                continue;
+            };
+            match attr.ftype {
+                Ftype3::Reg => return Ok(Some((name, fh, attr.size))),
+                Ftype3::Dir => dirs.push((name, fh)),
+                _ => {}
+            }
+        }
+        for (name, fh) in dirs {
+            if listed >= 64 || Instant::now() >= deadline {
+                return Ok(None);
+            }
+            listed += 1;
+            let (sub, _) = list_dir(nfs, &fh, 4096).await?;
+            queue.push_back((name, sub));
+        }
+    }
+    Ok(None)
+}
+
+impl ServerReport {
+    /// The report as text.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "mountshare doctor server {} (export {})",
+            self.server, self.export
+        );
+        let _ = writeln!(out);
+        out.push_str(&render_steps(&self.steps));
+        if let Some(pm) = &self.portmapper {
+            if !pm.registrations.is_empty() {
+                let regs: Vec<String> = pm
+                    .registrations
+                    .iter()
+                    .map(|g| format!("{} v{} {} {}", g.name, g.version, g.protocol, g.port))
+                    .collect();
+                let _ = writeln!(
+                    out,
+                    "\nportmapper at {} lists: {}",
+                    pm.address,
+                    regs.join("; ")
+                );
+            }
+        }
+        if let Some(l) = &self.mount_lines {
+            let caveat = if self.problems > 0 {
+                " (once the problems above are fixed)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "\nMount lines for this server{caveat}:");
+            let _ = writeln!(out, "  kernel:\n    {}", l.kernel);
+            let _ = writeln!(
+                out,
+                "  mount(2), as mountshare attach makes it:\n    source={} fstype={} flags={}\n    data={}",
+                l.mount2.source,
+                l.mount2.fstype,
+                l.mount2.flags.join("|"),
+                l.mount2.data
+            );
+            let _ = writeln!(out, "  mountshare attach:\n    {}", l.attach);
+            if let Some(c) = &l.attach_caveat {
+                let _ = writeln!(out, "    (note: {c})");
+            }
+            let _ = writeln!(out, "  Kubernetes PersistentVolume:");
+            for line in l.persistent_volume.lines() {
+                let _ = writeln!(out, "    {line}");
+            }
+        }
+        let _ = writeln!(out);
+        let _ = writeln!(out, "{}", verdict_line(self.problems));
+        out
+    }
+}
+
+/// True when a step of this name came out with this verdict (for callers and tests).
+pub fn has(report: &ServerReport, step: &str, verdict: Verdict) -> bool {
+    report
+        .steps
+        .iter()
+        .any(|s| s.step == step && s.verdict == verdict)
+}
+
+/// Where MOUNT v3 answers for the NFS server at `nfs`: on the NFS port itself, else where the
+/// portmapper at `portmap_port` says. For callers that just need to mount (bench).
+pub async fn find_mount_port(
+    nfs: SocketAddr,
+    portmap_port: u16,
+    t: Duration,
+) -> Result<u16, String> {
+    let (s, _) = connect(nfs, t).await.map_err(|e| format!("{nfs}: {e}"))?;
+    let conn = rpc(s, t);
+    match MountClient::new(conn.clone()).null().await {
+        Ok(()) => return Ok(nfs.port()),
+        Err(e) if is_prog_unavail(&e) => {}
+        Err(e) => return Err(format!("MOUNT NULL on {nfs}: {}", describe(&e))),
+    }
+    let pm_addr = SocketAddr::new(nfs.ip(), portmap_port);
+    let (view, _) = portmapper(pm_addr, t)
+        .await
+        .map_err(|e| format!("MOUNT is not on port {} and the portmapper on {pm_addr} does not answer ({e}): give the MOUNT port", nfs.port()))?;
+    match view.mount_v3_tcp {
+        Some(p) if p > 0 && p <= 65535 => Ok(p as u16),
+        _ => Err(format!("MOUNT is not on port {} and the portmapper on {pm_addr} does not know it: give the MOUNT port", nfs.port())),
+    }
+}
