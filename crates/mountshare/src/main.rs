@@ -4,6 +4,7 @@ mod attach;
 mod bench;
 mod doctor;
 mod serve;
+mod supervise;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
