@@ -579,7 +579,24 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
                 .map(|e| e.path.as_str())
                 .filter(|p| *p != o.export)
                 .collect();
+            let unlisted = !listed.is_empty() && !listed.iter().any(|e| e.path == o.export);
             let step = match stat {
+                MountStat3::NoEnt | MountStat3::NotDir | MountStat3::Acces | MountStat3::Perm
+                    if unlisted =>
+                {
+                    Step::problem(
+                        "mnt",
+                        format!(
+                            "MNT {}: no such export ({stat:?}); the server exports {}",
+                            o.export,
+                            others.join(", ")
+                        ),
+                        format!(
+                            "use --export {} (and HOST:{} in mount lines): that is what the server exports",
+                            others[0], others[0]
+                        ),
+                    )
+                }
                 MountStat3::NoEnt | MountStat3::NotDir => Step::problem(
                     "mnt",
                     format!("MNT {}: no such export ({stat:?})", o.export),
