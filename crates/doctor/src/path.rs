@@ -508,8 +508,9 @@ pub fn probe(report: &mut PathReport, path: &Path, deadline: Duration) {
         Deadlined::Done(Ok((n, first))) => Step::ok(
             "readdir",
             format!(
-                "{}{n} entries ({}{})",
+                "{}{n} {} ({}{})",
                 if n >= 100_000 { "at least " } else { "" },
+                if n == 1 { "entry" } else { "entries" },
                 first.join(", "),
                 if n > first.len() { ", ..." } else { "" }
             ),
@@ -545,4 +546,62 @@ fn io_problem(step: &'static str, shown: &str, e: &std::io::Error, fuse_no_allow
         _ => "see the error; the stack above shows what is mounted".to_owned(),
     };
     Step::problem(step, what, fix)
+}
+
+/// Compare what `path` shows here with what it shows in `other` (another process's mount
+/// table, e.g. the container that made the mount): the same file system, or a mount that did not
+/// propagate, and whether the two mount points can propagate at all (peer groups).
+pub fn compare(report: &mut PathReport, other: &MountTable, other_name: &str) {
+    let path = Path::new(&report.path);
+    let shown = report.path.clone();
+    let theirs = other.top_at(path).map(|e| MountView::of(other, e));
+    let their_attach = other.attachment_of(path).map(|e| MountView::of(other, e));
+    let ours = report.stack.last();
+    let step = match (&theirs, ours) {
+        (None, _) => Step::note(
+            "compare",
+            format!("nothing is mounted at {shown} in {other_name}"),
+        ),
+        (Some(t), Some(o)) if t.dev == o.dev && t.root == o.root => Step::ok(
+            "compare",
+            format!(
+                "{other_name} sees the same file system at {shown} ({} from {})",
+                t.fstype, t.source
+            ),
+        ),
+        (Some(t), o) => {
+            let here = o
+                .map(|o| format!("{} from {}", o.fstype, o.source))
+                .unwrap_or_else(|| "nothing mounted".to_owned());
+            let groups = match (&report.attachment, &their_attach) {
+                (Some(a), Some(b)) => {
+                    let linked = match (a.peer_group, a.master, b.peer_group) {
+                        (Some(x), _, Some(y)) if x == y => true,
+                        (_, Some(m), Some(y)) if m == y => true,
+                        _ => false,
+                    };
+                    if linked {
+                        String::new()
+                    } else {
+                        format!(
+                            "; the two mount points are in unrelated peer groups ({} here, {} there), so nothing mounted there can ever appear here",
+                            a.propagation_text(),
+                            b.propagation_text()
+                        )
+                    }
+                }
+                _ => String::new(),
+            };
+            Step::problem(
+                "compare",
+                format!(
+                    "{other_name} sees {} from {} at {shown}, this namespace sees {here}{groups}",
+                    t.fstype, t.source
+                ),
+                "per-container volume mounts never share a peer group, and FUSE mounts do not cross them: serve the FUSE tree over NFS from the container that mounts it (mountshare serve) and mount that in each consumer",
+            )
+        }
+    };
+    report.findings.push(step);
+    report.finish();
 }

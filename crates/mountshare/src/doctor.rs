@@ -43,6 +43,10 @@ struct PathArgs {
     /// Any other file is analysed without probing. Also taken from $MOUNTSHARE_MOUNTINFO.
     #[arg(long, value_name = "FILE")]
     mountinfo: Option<PathBuf>,
+    /// Another mount table to compare DIR with, e.g. /proc/PID/mountinfo of the container that
+    /// made the mount: does DIR show the same file system there, and can mounts propagate?
+    #[arg(long, value_name = "FILE")]
+    compare: Option<PathBuf>,
 }
 
 fn parse_server(s: &str) -> Result<ServerAddr, String> {
@@ -120,6 +124,13 @@ fn run_path(a: PathArgs) -> anyhow::Result<ExitCode> {
         MountTable::parse(&text).with_context(|| format!("cannot parse {}", file.display()))?;
     let dir = path::clean_path(&a.dir).map_err(anyhow::Error::msg)?;
     let mut report = path::analyze(&table, &dir, &file.display().to_string());
+    if let Some(other) = &a.compare {
+        let text =
+            std::fs::read(other).with_context(|| format!("cannot read {}", other.display()))?;
+        let table = MountTable::parse(&text)
+            .with_context(|| format!("cannot parse {}", other.display()))?;
+        path::compare(&mut report, &table, &other.display().to_string());
+    }
     match proc_root(&file) {
         Some(root) => {
             let probed = if root == std::path::Path::new("/proc/self/root") {
