@@ -119,7 +119,7 @@ fn healthy_mountshare_server_passes_every_step_and_gets_one_port_mount_lines() {
         "{kernel}"
     );
     assert!(kernel.starts_with("mount -t nfs -o "));
-    assert!(kernel.ends_with(&format!(" 127.0.0.1:/ /mnt/dfs")));
+    assert!(kernel.ends_with(" 127.0.0.1:/ /mnt/dfs"));
     let data = lines["mount2"]["data"].as_str().unwrap();
     assert!(
         data.contains("addr=127.0.0.1") && data.contains(&format!("mountport={port}")),
