@@ -21,9 +21,7 @@ struct Served {
 fn serve_fixture() -> Served {
     let base = tempfile::Builder::new()
         .prefix("mountshare-libnfs-")
-        .tempdir_in(
-            std::env::var_os("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, Into::into),
-        )
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let root = base.path().join("export");
     // nfs-ls -R refuses to go deeper than 16 levels ("Recursion detected!").

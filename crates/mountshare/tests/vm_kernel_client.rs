@@ -16,7 +16,7 @@ use mountshare_testkit::server::ServerProcess;
 use mountshare_testkit::tempfile;
 use mountshare_testkit::tree::{self, TreeBuilder};
 use mountshare_testkit::vm::{self, Vm, VmConfig};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mountshare");
@@ -40,11 +40,9 @@ const EXPLICIT_PORTS: Mounting = Mounting {
 
 /// A fixture directory on the disk (not tmpfs) below the target dir, removed at the end.
 fn fixture_base(prefix: &str) -> tempfile::TempDir {
-    let parent: PathBuf =
-        std::env::var_os("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, Into::into);
     tempfile::Builder::new()
         .prefix(prefix)
-        .tempdir_in(parent)
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .expect("create the fixture directory")
 }
 
@@ -108,7 +106,7 @@ fn view_matches_host(mounting: Mounting) {
     for (i, dir) in ls_dirs.iter().enumerate() {
         body.push_str(&format!("emit_ls ls{i} '/mnt/{dir}'\n"));
     }
-    body.push_str(&format!(
+    body.push_str(
         r#"emit_names many /mnt/many
 say "@@FIND_MANY $(find /mnt/many -type f | wc -l)"
 say "@@READLINK $(readlink /mnt/tree/link-relative)|$(readlink /mnt/tree/link-dangling)|$(readlink /mnt/tree/link-absolute)|$(readlink /mnt/tree/dir1/dir2/link-up)"
@@ -116,8 +114,8 @@ say "@@THROUGH_LINK $(md5sum </mnt/tree/link-relative | cut -d' ' -f1)"
 say "@@DIR_LINK $(ls /mnt/tree/link-to-dir/ | tr '\n' ' ')"
 say "@@LARGE $(md5sum /mnt/large.bin | cut -d' ' -f1)"
 say "@@STAT_LARGE $(stat -c '%s %h %f' /mnt/large.bin)"
-"#
-    ));
+"#,
+    );
     let mut guest = boot(
         "view",
         guest_script(&(mounting.options)(server.port()), &body),

@@ -56,9 +56,7 @@ fn harness_selftest_kernel_client_mounts_ganesha_export() {
     // ganesha's VFS FSAL needs name_to_handle_at(2): use a directory on the disk, not tmpfs.
     let base = tempfile::Builder::new()
         .prefix("mountshare-selftest-")
-        .tempdir_in(
-            std::env::var_os("CARGO_TARGET_TMPDIR").map_or_else(std::env::temp_dir, Into::into),
-        )
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let export = base.path().join("export");
     let fixture = tree::standard_tree(&export).expect("build the fixture tree");
