@@ -108,6 +108,7 @@ impl ServerProcess {
                     "RUST_LOG",
                     std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
                 )
+                .env("NO_COLOR", "1")
                 .stdin(Stdio::null())
                 .stdout(log)
                 .stderr(err)
