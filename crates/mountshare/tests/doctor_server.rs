@@ -240,6 +240,32 @@ fn a_wrong_export_is_named_with_the_export_to_use() {
     assert_eq!(verdict(&r, "getattr_root"), "skipped");
 }
 
+#[test]
+fn an_empty_export_is_a_problem_even_though_every_call_succeeds() {
+    // The user's FUSE tree was fine, but the server exported the empty directory beneath it.
+    let base = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start_local(BIN, base.path(), &[]).unwrap();
+    let run = doctor(&[
+        &format!("127.0.0.1:{}", server.port()),
+        "--json",
+        "--portmap-port",
+        &closed_port(),
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stdout);
+    let r = json(&run);
+    assert_eq!(verdict(&r, "mnt"), "ok");
+    assert_eq!(verdict(&r, "readdirplus_root"), "problem");
+    assert!(
+        summary(&r, "readdirplus_root").contains("is empty"),
+        "{r:#}"
+    );
+    assert!(step(&r, "readdirplus_root")["fix"]
+        .as_str()
+        .unwrap()
+        .contains("FUSE"));
+    assert_eq!(verdict(&r, "read_file"), "note");
+}
+
 /// Answers NFS NULL and PROG_UNAVAIL to every other program (MOUNT, PORTMAP), as an NFS server
 /// whose MOUNT lives elsewhere would on its NFS port.
 fn nfs_only_fake() -> u16 {
