@@ -11,6 +11,9 @@ use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
+/// Send buffer of each connection.
+const SOCKET_BUFFER: usize = 4 << 20;
+
 /// Bounds on what the server holds at once.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -197,6 +200,9 @@ async fn accept_loop(
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
+                // Room for a whole 1 MiB READ reply (and a few) in the socket, so a reply is
+                // handed to the kernel in one write instead of trickling out as the client reads.
+                let _ = rustix::net::sockopt::set_socket_send_buffer_size(&stream, SOCKET_BUFFER);
                 conns.spawn(connection::serve(
                     stream,
                     peer,
