@@ -336,7 +336,11 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
     match &pm {
         Err(why) => r.steps.push(
             Step::note("portmapper", format!("no portmapper on {pm_addr} ({why}): a kernel mount without port= and mountport= fails or hangs asking for it"))
-                .fix("mount with the lines below, which give port= and mountport=; or run a portmapper (mountshare serve --portmap)"),
+                .fix(if nfs_ok {
+                    "mount with the lines below, which give port= and mountport=; or run a portmapper (mountshare serve --portmap)"
+                } else {
+                    "once NFS answers, mount with port= and mountport= (the doctor prints the lines), or run a portmapper (mountshare serve --portmap)"
+                }),
         ),
         Ok((view, took)) => {
             let nfs = view.nfs_v3_tcp.unwrap_or(0);
@@ -730,7 +734,7 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
                         .and_then(|res| res.ok().map_err(ClientError::from));
                     let took = start.elapsed();
                     let step = match res {
-                        Ok(ok) if ok.data.len() == count as usize || (ok.eof && ok.data.len() as u64 == size) => Step::ok("read_file", format!("READ of {path}: {} bytes (of {})", ok.data.len(), crate::units::human_bytes(size))),
+                        Ok(ok) if ok.data.len() == count as usize || (ok.eof && ok.data.len() as u64 == size) => Step::ok("read_file", format!("READ of {path}: {} bytes{}", ok.data.len(), if ok.data.len() as u64 == size { " (the whole file)".to_owned() } else { format!(" (of {})", crate::units::human_bytes(size)) })),
                         Ok(ok) => Step::note("read_file", format!("READ of {path}: {} bytes returned for {count} asked (file of {size} bytes)", ok.data.len())),
                         Err(e) => Step::problem("read_file", format!("READ of {path}: {}", describe(&e)), "the server cannot read its own file (a failing FUSE backend, or files not readable by the server's uid): see its log"),
                     };
