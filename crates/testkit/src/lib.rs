@@ -13,6 +13,6 @@ mod cpio;
 mod error;
 
 pub use error::{Error, Result};
-pub use server::{free_port, wait_for_port};
+pub use server::{free_port, free_ports, wait_for_port};
 /// Re-exported so that tests using the kit need no dependency of their own for temporary directories.
 pub use tempfile;

@@ -19,6 +19,21 @@ pub fn free_port() -> u16 {
         .expect("bind an ephemeral port on 127.0.0.1")
 }
 
+/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago (held together while chosen,
+/// so they differ from each other).
+pub fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<TcpListener> = (0..n)
+        .map(|_| {
+            TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+                .expect("bind an ephemeral port on 127.0.0.1")
+        })
+        .collect();
+    listeners
+        .iter()
+        .map(|l| l.local_addr().expect("local address").port())
+        .collect()
+}
+
 /// Waits until `addr` accepts a TCP connection.
 pub fn wait_for_port(addr: SocketAddr, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;

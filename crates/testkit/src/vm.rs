@@ -106,6 +106,12 @@ impl VmHost {
             Some(k) => PathBuf::from(k),
             None => newest_kernel()?,
         };
+        if !kernel.is_file() {
+            return Err(Error::Missing(format!(
+                "kernel {} does not exist (apt-get install linux-image-amd64)",
+                kernel.display()
+            )));
+        }
         let name = kernel
             .file_name()
             .and_then(|n| n.to_str())

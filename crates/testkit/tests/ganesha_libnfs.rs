@@ -1,7 +1,7 @@
 //! libnfs against nfs-ganesha: proves the ganesha and libnfs helpers (the same checks run against
 //! mountshare in the `mountshare` crate's tests).
 
-use mountshare_testkit::free_port;
+use mountshare_testkit::free_ports;
 use mountshare_testkit::ganesha::Ganesha;
 use mountshare_testkit::libnfs::{self, NfsTarget};
 use mountshare_testkit::tree;
@@ -16,7 +16,9 @@ fn libnfs_lists_and_reads_a_ganesha_export() {
     // nfs-ls -R stops at 16 levels; keep the deep chain shallower.
     tree::standard_tree_with(&export, 12).unwrap();
     let host = tree::listing(&export).unwrap();
-    let (nfs_port, mount_port) = (free_port(), free_port());
+    let [nfs_port, mount_port] = free_ports(2)[..] else {
+        unreachable!()
+    };
     let ganesha = Ganesha::start(&export, nfs_port, mount_port).expect("start ganesha");
     let target = NfsTarget::local(nfs_port, mount_port, &ganesha.export().to_string_lossy());
 

@@ -2,7 +2,7 @@
 //! exit status; then the kernel NFS client in the guest mounts nfs-ganesha's export of a fixture
 //! tree and sees what the host sees. This proves the harness independently of mountshare's server.
 
-use mountshare_testkit::free_port;
+use mountshare_testkit::free_ports;
 use mountshare_testkit::ganesha::Ganesha;
 use mountshare_testkit::tree::{self, Field};
 use mountshare_testkit::vm::{self, Vm, VmConfig};
@@ -72,7 +72,9 @@ fn harness_selftest_kernel_client_mounts_ganesha_export() {
         host.entries.len()
     );
 
-    let (nfs_port, mount_port) = (free_port(), free_port());
+    let [nfs_port, mount_port] = free_ports(2)[..] else {
+        unreachable!()
+    };
     let ganesha = Ganesha::start(&export, nfs_port, mount_port).expect("start ganesha");
     let options = vm::kernel_mount_options(&format!(
         "vers=3,port={nfs_port},mountport={mount_port},tcp,nolock,soft"
