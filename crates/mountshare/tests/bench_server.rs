@@ -37,7 +37,8 @@ struct Served {
 fn served() -> Served {
     let base = tempfile::Builder::new()
         .prefix("mountshare-bench-")
-        .tempdir()
+        // On disk: ganesha needs name_to_handle_at(2), which an older tmpfs /tmp lacks.
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let root = base.path().join("export");
     let t = TreeBuilder::new(&root).unwrap();

@@ -61,7 +61,8 @@ fn summary(report: &Value, name: &str) -> String {
 fn fixture() -> (tempfile::TempDir, std::path::PathBuf) {
     let base = tempfile::Builder::new()
         .prefix("mountshare-doctor-")
-        .tempdir()
+        // On disk: ganesha needs name_to_handle_at(2), which an older tmpfs /tmp lacks.
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
         .unwrap();
     let root = base.path().join("export");
     let t = TreeBuilder::new(&root).unwrap();
