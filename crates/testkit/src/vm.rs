@@ -253,25 +253,21 @@ pub enum ExtraFile {
     },
 }
 
-/// What a guest needs to run Debian's `mount.nfs`: the binary, its shared libraries,
-/// `/etc/netconfig`, `/etc/protocols` and `/etc/services`. Without the first two files
-/// `mount.nfs` fails with "Protocol not supported". It is installed as `/sbin/mount.nfs`.
-pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
-    let helper = ["/sbin/mount.nfs", "/usr/sbin/mount.nfs"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::Missing("mount.nfs is not installed (apt-get install nfs-common)".into())
-        })?;
+/// A host program (such as the `mountshare` binary) at `guest` in the VM, with the shared
+/// libraries `ldd` names for it at the same paths as on the host, so it runs in the guest.
+pub fn binary_with_libraries(host: &Path, guest: &str) -> Result<Vec<ExtraFile>> {
+    if !host.is_file() {
+        return Err(Error::NotFound(host.to_path_buf()));
+    }
     let mut files = vec![ExtraFile::Host {
-        host: helper.clone(),
-        guest: "/sbin/mount.nfs".into(),
+        host: host.to_path_buf(),
+        guest: guest.to_string(),
     }];
     let out = Command::new("ldd")
-        .arg(&helper)
+        .arg(host)
         .output()
-        .ctx(|| "run ldd".to_string())?;
+        .ctx(|| format!("run ldd {}", host.display()))?;
+    // A static binary makes ldd fail ("not a dynamic executable"): it needs no libraries.
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
         let path = match line.split_once("=>") {
@@ -285,6 +281,21 @@ pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
             });
         }
     }
+    Ok(files)
+}
+
+/// What a guest needs to run Debian's `mount.nfs`: the binary, its shared libraries,
+/// `/etc/netconfig`, `/etc/protocols` and `/etc/services`. Without the first two files
+/// `mount.nfs` fails with "Protocol not supported". It is installed as `/sbin/mount.nfs`.
+pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
+    let helper = ["/sbin/mount.nfs", "/usr/sbin/mount.nfs"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            Error::Missing("mount.nfs is not installed (apt-get install nfs-common)".into())
+        })?;
+    let mut files = binary_with_libraries(&helper, "/sbin/mount.nfs")?;
     let netconfig = PathBuf::from("/etc/netconfig");
     if !netconfig.is_file() {
         return Err(Error::Missing(

@@ -23,11 +23,18 @@ host_wait
 say "@@GOT <$HOST_LINE>"
 printf 'a\000b\377\n' >/tmp/blob
 emit bytes /tmp/blob
+say "@@HOST_BINARY $(/opt/host/md5sum /tmp/blob)"
 exit 7
 "#;
     let mut vm = Vm::boot(VmConfig {
         name: "selftest".into(),
         script: script.into(),
+        // A dynamically linked host program runs in the guest with its libraries.
+        extra_files: vm::binary_with_libraries(
+            std::path::Path::new("/usr/bin/md5sum"),
+            "/opt/host/md5sum",
+        )
+        .expect("coreutils' md5sum"),
         ..VmConfig::default()
     })
     .expect("boot the VM");
@@ -37,6 +44,11 @@ exit 7
     assert_eq!(vm.wait_for("@@GOT", MINUTE).unwrap(), "@@GOT <hello guest>");
     assert_eq!(vm.wait_for("@@GOT", MINUTE).unwrap(), "@@GOT <second line>");
     assert_eq!(vm.wait_blob("bytes", MINUTE).unwrap(), b"a\0b\xff\n");
+    let expected = tree::md5_bytes(b"a\0b\xff\n");
+    assert_eq!(
+        vm.wait_for("@@HOST_BINARY", MINUTE).unwrap(),
+        format!("@@HOST_BINARY {expected}  /tmp/blob")
+    );
     assert_eq!(
         vm.wait_exit(MINUTE).unwrap(),
         7,
