@@ -1,6 +1,10 @@
-//! One client connection: records are read in order, each call is worked on in its own task,
-//! and replies go out as they complete, in any order (RFC 5531 allows it; the Linux client
-//! matches replies by xid). A slow call never holds up the others on the connection.
+//! One client connection: records are read in order, each call is worked on by its own thread
+//! of the blocking pool, and replies go out as they complete, in any order (RFC 5531 allows it;
+//! the Linux client matches replies by xid). A slow call never holds up the others.
+//!
+//! A call runs start to end on one blocking thread: decode, file-system work, and the write of
+//! the reply. A reply normally fits the socket buffer and is written without waiting, so a call
+//! costs one hand-off between threads, as in a thread-pool server.
 use crate::dispatch::{self, CallCtx};
 use crate::export::Export;
 use crate::server::Limits;
@@ -30,6 +34,7 @@ pub(crate) async fn serve(
     let mut decoder = RecordDecoder::new(limits.max_record);
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut calls = JoinSet::new();
+    let runtime = tokio::runtime::Handle::current();
     'conn: loop {
         loop {
             let record = match decoder.decode(&mut buf) {
@@ -47,7 +52,8 @@ pub(crate) async fn serve(
                 _ = stop.changed() => break 'conn,
             };
             let ctx = CallCtx { peer };
-            calls.spawn(call(record, ctx, export.clone(), wr.clone(), permits));
+            let (export, wr, rt) = (export.clone(), wr.clone(), runtime.clone());
+            calls.spawn_blocking(move || call(record, ctx, &export, &wr, &rt, permits));
             while calls.try_join_next().is_some() {}
         }
         tokio::select! {
@@ -77,35 +83,66 @@ async fn acquire(
     Some((l, g))
 }
 
-async fn call(
+/// Work on one call, on a blocking thread: file-system calls block (a FUSE read may take
+/// seconds) and never run on the executor's threads.
+fn call(
     record: bytes::Bytes,
     ctx: CallCtx,
-    export: Arc<Export>,
-    wr: Arc<Mutex<OwnedWriteHalf>>,
+    export: &Export,
+    wr: &Mutex<OwnedWriteHalf>,
+    runtime: &tokio::runtime::Handle,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
     let peer = ctx.peer;
-    // File-system calls block (a FUSE read may take seconds): never on the executor's threads.
-    let rec = record.clone();
-    let reply = tokio::task::spawn_blocking(move || dispatch::dispatch(&export, &ctx, &rec)).await;
-    let reply = match reply {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        dispatch::dispatch(export, &ctx, &record)
+    }));
+    let reply = match outcome {
         Ok(Some(r)) => r,
         Ok(None) => return,
-        Err(e) => {
+        Err(_) => {
             // A bug, not the client's doing: tell the client, keep the connection.
-            tracing::error!(%peer, error = %e, "call handler failed");
+            tracing::error!(%peer, "call handler panicked");
             match dispatch::system_err(&record) {
                 Some(r) => r,
                 None => return,
             }
         }
     };
-    let mut w = wr.lock().await;
-    if let Err(e) = w.write_all(&reply).await {
+    // Completes at once when the socket buffer has room; waits (this thread only) otherwise.
+    let written = runtime.block_on(async {
+        let mut w = wr.lock().await;
+        write_all_vectored(&mut w, [&reply.head[..], reply.tail(), reply.pad()]).await
+    });
+    if let Err(e) = written {
         tracing::debug!(%peer, error = %e, "write failed");
     }
-    drop(w);
+    reply.recycle(export);
     drop(permits);
+}
+
+/// Write every part, in order, with as few `writev` calls as the socket allows.
+async fn write_all_vectored(w: &mut OwnedWriteHalf, parts: [&[u8]; 3]) -> std::io::Result<()> {
+    let mut parts = parts;
+    loop {
+        let slices: Vec<std::io::IoSlice<'_>> = parts
+            .iter()
+            .filter(|p| !p.is_empty())
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        if slices.is_empty() {
+            return Ok(());
+        }
+        let mut n = w.write_vectored(&slices).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        for p in parts.iter_mut() {
+            let k = n.min(p.len());
+            *p = &p[k..];
+            n -= k;
+        }
+    }
 }
 
 /// PORTMAP over UDP (port 111 only): `mount.nfs` and the kernel may ask there first.
@@ -122,7 +159,7 @@ pub(crate) async fn serve_udp(
         };
         let ctx = CallCtx { peer };
         if let Some(reply) = dispatch::dispatch_udp_portmap(&export, &ctx, &buf[..n]) {
-            let _ = sock.send_to(&reply, peer).await;
+            let _ = sock.send_to(&reply.to_vec(), peer).await;
         }
     }
 }

@@ -2,13 +2,14 @@
 //! and build the whole framed reply. Errors in the call itself get the RPC-level reply RFC 5531
 //! prescribes; only a record that is not an RPC call at all gets no reply.
 use crate::auth::Creds;
+use crate::buffers::DataBuf;
 use crate::export::Export;
 use crate::{mount, nfs, portmap};
 use bytes::BytesMut;
 use mountshare_proto::mount3::MOUNT_PROGRAM;
 use mountshare_proto::nfs3::{NFS_PROGRAM, NFS_V3};
 use mountshare_proto::portmap::{PMAP_PROGRAM, PMAP_V2};
-use mountshare_proto::record::{finish_record, start_record};
+use mountshare_proto::record::{encode_record_header, start_record};
 use mountshare_proto::rpc::{
     decode_call, encode_reply_header, AcceptStat, AuthStat, RejectStat, ReplyBody,
 };
@@ -27,6 +28,46 @@ pub(crate) struct Reply {
     record_start: Option<usize>,
     body_start: usize,
     xid: u32,
+    /// Bytes sent after `out` (READ data), then zero padding to a multiple of 4.
+    tail: Option<DataBuf>,
+}
+
+/// A complete reply: `head`, then the tail's bytes, then `pad` zero bytes (XDR padding).
+pub struct Framed {
+    pub head: BytesMut,
+    tail: Option<DataBuf>,
+}
+
+const ZEROS: [u8; 3] = [0; 3];
+
+impl Framed {
+    pub fn tail(&self) -> &[u8] {
+        self.tail.as_ref().map_or(&[], DataBuf::data)
+    }
+
+    pub fn pad(&self) -> &'static [u8] {
+        &ZEROS[..(4 - self.tail().len() % 4) % 4]
+    }
+
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail().len() + self.pad().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The whole reply in one buffer (copies the tail).
+    pub fn to_vec(&self) -> Vec<u8> {
+        [&self.head[..], self.tail(), self.pad()].concat()
+    }
+
+    /// Give the READ buffer back to its pool, once written.
+    pub(crate) fn recycle(self, export: &Export) {
+        if let Some(t) = self.tail {
+            export.read_buffers.give_back(t);
+        }
+    }
 }
 
 impl Reply {
@@ -39,6 +80,7 @@ impl Reply {
             record_start,
             body_start,
             xid,
+            tail: None,
         }
     }
 
@@ -58,17 +100,30 @@ impl Reply {
         &mut self.out
     }
 
+    /// Send `data` after what was written (it must end an XDR opaque whose length was written).
+    pub(crate) fn set_tail(&mut self, data: DataBuf) {
+        self.tail = Some(data);
+    }
+
     /// Replace whatever was written with a reply of `body` and no results.
     fn fail(&mut self, body: ReplyBody) {
         self.out.truncate(self.body_start);
+        self.tail = None;
         encode_reply_header(&mut self.out, self.xid, &body);
     }
 
-    fn finish(mut self) -> BytesMut {
+    fn finish(mut self) -> Framed {
+        let mut framed = Framed {
+            head: BytesMut::new(),
+            tail: self.tail.take(),
+        };
         if let Some(start) = self.record_start {
-            finish_record(&mut self.out, start);
+            let tail = framed.tail().len() + framed.pad().len();
+            let len = self.out.len() - start - 4 + tail;
+            self.out[start..start + 4].copy_from_slice(&encode_record_header(len));
         }
-        self.out
+        framed.head = self.out;
+        framed
     }
 }
 
@@ -82,12 +137,12 @@ pub(crate) fn decode_args<T: XdrDecode>(args: &[u8]) -> Result<T, AcceptStat> {
 }
 
 /// Handle one record received over TCP; returns the framed reply, if one is due.
-pub fn dispatch(export: &Export, ctx: &CallCtx, record: &[u8]) -> Option<BytesMut> {
+pub fn dispatch(export: &Export, ctx: &CallCtx, record: &[u8]) -> Option<Framed> {
     dispatch_inner(export, ctx, record, true, false)
 }
 
 /// A SYSTEM_ERR reply to `record`, for when its handler failed.
-pub fn system_err(record: &[u8]) -> Option<BytesMut> {
+pub fn system_err(record: &[u8]) -> Option<Framed> {
     let xid = u32::from_be_bytes(record.get(..4)?.try_into().ok()?);
     let mut reply = Reply::new(xid, true);
     reply.fail(ReplyBody::Accepted(AcceptStat::SystemErr));
@@ -95,7 +150,7 @@ pub fn system_err(record: &[u8]) -> Option<BytesMut> {
 }
 
 /// Handle one PORTMAP datagram (UDP carries no record marking, and only PORTMAP is served).
-pub fn dispatch_udp_portmap(export: &Export, ctx: &CallCtx, datagram: &[u8]) -> Option<BytesMut> {
+pub fn dispatch_udp_portmap(export: &Export, ctx: &CallCtx, datagram: &[u8]) -> Option<Framed> {
     dispatch_inner(export, ctx, datagram, false, true)
 }
 
@@ -105,7 +160,7 @@ fn dispatch_inner(
     record: &[u8],
     framed: bool,
     portmap_only: bool,
-) -> Option<BytesMut> {
+) -> Option<Framed> {
     let (call, args_at) = match decode_call(record) {
         Ok(v) => v,
         Err(e) => {

@@ -1,5 +1,6 @@
 //! The state of one export: the backend, and the caches that make handles and listings cheap.
 //! None of it must survive a restart: every cache can be rebuilt from the tree.
+use crate::buffers::BufferPool;
 use crate::dircache::{DirCache, DirCacheLimits};
 use crate::handle::FileHandle;
 use crate::resolve::{self, HandleCache, Stale};
@@ -19,6 +20,8 @@ pub struct Export {
     pub backend: Arc<dyn Backend>,
     pub dirs: DirCache,
     pub handles: HandleCache,
+    /// READ buffers, reused across calls.
+    pub(crate) read_buffers: BufferPool,
     pub fsid: u64,
     /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
     pub port: u16,
@@ -38,6 +41,7 @@ impl Export {
             backend,
             dirs: DirCache::new(DirCacheLimits::default()),
             handles: HandleCache::new(1 << 18),
+            read_buffers: BufferPool::new(64),
             fsid,
             port,
             portmap_port,

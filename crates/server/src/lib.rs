@@ -2,6 +2,7 @@
 //! handlers over a [`mountshare_fs::Backend`].
 
 pub mod auth;
+mod buffers;
 mod connection;
 pub mod dircache;
 pub mod dispatch;

@@ -2,6 +2,7 @@
 //! NFS3ERR_ROFS for every procedure that would change the tree.
 use crate::auth::Creds;
 use crate::dispatch::{decode_args, Reply};
+
 use crate::error::nfsstat;
 use crate::export::Export;
 use crate::handle::{path_hash, BadHandle, FileHandle};
@@ -38,8 +39,7 @@ pub(crate) fn call(
         proc3::READLINK => reply.results(&h.readlink(decode_args(args)?)),
         proc3::READ => {
             let a: Read3Args = decode_args(args)?;
-            reply.success();
-            h.read(a, reply.buf());
+            h.read(a, reply);
         }
         proc3::READDIR => reply.results(&h.readdir(decode_args(args)?)),
         proc3::READDIRPLUS => reply.results(&h.readdirplus(decode_args(args)?)),
@@ -240,33 +240,22 @@ impl Handler<'_> {
         }
     }
 
-    /// READ writes its reply straight into the reply buffer: the file's bytes are read into
-    /// place, with no intermediate copy.
-    fn read(&self, a: Read3Args, out: &mut bytes::BytesMut) {
-        let start = out.len();
-        let fail = |out: &mut bytes::BytesMut, s: NfsStat3, attrs: PostOpAttr| {
-            out.truncate(start);
-            Read3Res::Fail(
-                s,
-                Read3ResFail {
-                    file_attributes: attrs,
-                },
-            )
-            .encode(out);
+    /// READ reads the file into a pooled buffer that is sent as it is, after the encoded head:
+    /// no copy of the data, and no zeroing of a fresh buffer per call.
+    fn read(&self, a: Read3Args, reply: &mut Reply) {
+        let fail = |reply: &mut Reply, s: NfsStat3, file_attributes: PostOpAttr| {
+            reply.results(&Read3Res::Fail(s, Read3ResFail { file_attributes }));
         };
         let path = match self.path_of(&a.file) {
             Ok(p) => p,
-            Err(s) => return fail(out, s, PostOpAttr(None)),
+            Err(s) => return fail(reply, s, PostOpAttr(None)),
         };
         let count = a.count.min(MAX_READ) as usize;
-        // status, post_op_attr (present), count, eof, opaque length: fixed size, filled in last.
-        const HEAD: usize = 4 + 4 + Fattr3::ENCODED_LEN + 4 + 4 + 4;
-        let data_at = start + HEAD;
-        out.resize(data_at + count, 0);
+        let mut data = self.export.read_buffers.take(count);
         let outcome = self
             .export
             .backend
-            .read(&path, a.offset, &mut out[data_at..]);
+            .read(&path, a.offset, &mut data.as_mut_slice()[..count]);
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => {
@@ -283,24 +272,23 @@ impl Handler<'_> {
                     Some(a) => self.post_op(&path, &a),
                     None => PostOpAttr(None),
                 };
-                return fail(out, s, attrs);
+                return fail(reply, s, attrs);
             }
         };
         if !self.creds.can_read_data(&outcome.attr) {
             let attrs = self.post_op(&path, &outcome.attr);
-            return fail(out, NfsStat3::Acces, attrs);
+            return fail(reply, NfsStat3::Acces, attrs);
         }
-        out.truncate(data_at + outcome.bytes);
-        let pad = (4 - outcome.bytes % 4) % 4;
-        out.resize(out.len() + pad, 0);
-        let mut head = bytes::BytesMut::with_capacity(HEAD);
-        NfsStat3::Ok.encode(&mut head);
-        self.post_op(&path, &outcome.attr).encode(&mut head);
-        (outcome.bytes as u32).encode(&mut head);
-        outcome.eof.encode(&mut head);
-        (outcome.bytes as u32).encode(&mut head);
-        debug_assert_eq!(head.len(), HEAD);
-        out[start..data_at].copy_from_slice(&head);
+        // READ3resok up to the opaque's length; the bytes and their padding follow as the tail.
+        reply.success();
+        let out = reply.buf();
+        NfsStat3::Ok.encode(out);
+        self.post_op(&path, &outcome.attr).encode(out);
+        (outcome.bytes as u32).encode(out);
+        outcome.eof.encode(out);
+        (outcome.bytes as u32).encode(out);
+        data.set_len(outcome.bytes);
+        reply.set_tail(data);
     }
 
     /// The directory at `fh`, checked for READDIR: its path, attributes and snapshot.
