@@ -257,7 +257,10 @@ impl<O: MountOps> Reconciler<O> {
             .iter()
             .map(|a| source_for(a.ip(), &self.cfg.export))
             .collect();
-        v.push(format!("{}:{}", self.cfg.server.host, self.cfg.export));
+        let by_name = format!("{}:{}", self.cfg.server.host, self.cfg.export);
+        if !v.contains(&by_name) {
+            v.push(by_name);
+        }
         v
     }
 
@@ -336,21 +339,23 @@ impl<O: MountOps> Reconciler<O> {
                     self.ever_mounted = true;
                     self.succeed();
                     self.set_ready(true);
+                    let how = if adopted {
+                        "adopted the existing mount of"
+                    } else {
+                        "mounted"
+                    };
                     if nfs_depth > 1 {
                         self.set(
                             State::Stacked,
                             format!(
-                                "{} is mounted and answers; {} older NFS mount(s) remain beneath it",
+                                "{how} {} at {} (mount id {}); {} older NFS mount(s) remain beneath it",
                                 top.source,
+                                target.display(),
+                                top.mount_id,
                                 nfs_depth - 1
                             ),
                         );
                     } else {
-                        let how = if adopted {
-                            "adopted the existing mount of"
-                        } else {
-                            "mounted"
-                        };
                         self.set(
                             State::Healthy,
                             format!(

@@ -137,6 +137,25 @@ fn wrong_source_is_replaced_by_ours() {
 }
 
 #[test]
+fn wrong_source_reason_names_each_expected_source_once() {
+    let ops = FakeOps::pod(true);
+    ops.add_nfs("10.9.9.9:/other", true);
+    let cfg = Config::new(
+        format!("{SERVER_IP}:2049").parse().unwrap(),
+        "/".into(),
+        TARGET.into(),
+    );
+    let mut a = Reconciler::new(ops, cfg, Metrics::new(), 7);
+    a.tick(Instant::now());
+    assert_eq!(a.state(), State::WrongSource);
+    assert!(
+        a.reason().ends_with(&format!("expected {}", ours())),
+        "--server given as an address: {}",
+        a.reason()
+    );
+}
+
+#[test]
 fn stacked_mounts_with_a_live_top_are_ready_and_left_alone() {
     let ops = FakeOps::pod(true);
     ops.add_nfs(&ours(), false);
@@ -145,6 +164,11 @@ fn stacked_mounts_with_a_live_top_are_ready_and_left_alone() {
     a.tick(Instant::now());
     assert_eq!(a.state(), State::Stacked);
     assert!(a.is_ready());
+    assert!(
+        a.reason().contains("adopted"),
+        "a restarted agent says it adopted a stacked mount too: {}",
+        a.reason()
+    );
     assert_eq!(a.ops().actions(), vec![]);
     assert!(a
         .metrics
