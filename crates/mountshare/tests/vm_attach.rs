@@ -469,7 +469,16 @@ fn attach_keeps_consumers_served_across_server_and_agent_restarts() {
         Some(1.0),
         "(f) one remount: {f_metrics}"
     );
+    // Either move_mount(MOVE_MOUNT_BENEATH) worked (Linux >= 6.5), or the kernel refused only that
+    // flag, after fsopen, every fsconfig, fsconfig(CREATE) and fsmount had succeeded.
     let agent2 = log("agent2");
+    assert!(
+        agent2
+            .iter()
+            .any(|l| l.contains("cannot mount beneath (Invalid argument")
+                || l.contains("placement=Beneath")),
+        "(f) the repair went through the new mount API: {agent2:#?}"
+    );
     assert!(
         !agent2.iter().any(|l| l.contains("fsconfig")),
         "(f) fsconfig refused an option: {agent2:#?}"
