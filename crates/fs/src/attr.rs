@@ -46,6 +46,11 @@ impl Attr {
         self.kind == FileKind::Directory
     }
 
+    /// The attributes of an open file.
+    pub fn of_file(fd: impl std::os::fd::AsFd) -> Result<Attr, crate::FsError> {
+        Ok(Attr::from_stat(&rustix::fs::fstat(fd)?))
+    }
+
     pub(crate) fn from_stat(st: &rustix::fs::Stat) -> Attr {
         let fmt = st.st_mode & 0o170000;
         let kind = match fmt {

@@ -39,4 +39,10 @@ pub trait Backend: Send + Sync + 'static {
     fn read(&self, path: &RelPath, offset: u64, buf: &mut [u8]) -> Result<ReadOutcome, FsError>;
     /// Space and file counts of the file system holding the root.
     fn statfs(&self) -> Result<FsStats, FsError>;
+    /// The open regular file at `path`, for reads that move pages without copying them
+    /// (`splice`). `None` when this backend has no descriptors to offer; READ then uses
+    /// [`Backend::read`].
+    fn open_file(&self, _path: &RelPath) -> Option<Result<std::sync::Arc<std::fs::File>, FsError>> {
+        None
+    }
 }

@@ -175,6 +175,10 @@ impl Backend for LocalFs {
         })
     }
 
+    fn open_file(&self, path: &RelPath) -> Option<Result<Arc<File>, FsError>> {
+        Some(self.cached_file(path))
+    }
+
     fn statfs(&self) -> Result<FsStats, FsError> {
         let s = rustix::fs::fstatvfs(&self.root)?;
         let frsize = if s.f_frsize > 0 {

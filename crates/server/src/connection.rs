@@ -5,13 +5,16 @@
 //! A call runs start to end on one blocking thread: decode, file-system work, and the write of
 //! the reply. A reply normally fits the socket buffer and is written without waiting, so a call
 //! costs one hand-off between threads, as in a thread-pool server.
-use crate::dispatch::{self, CallCtx};
+use crate::dispatch::{self, CallCtx, Framed, Tail};
 use crate::export::Export;
 use crate::server::Limits;
+use crate::splice;
 use bytes::BytesMut;
 use mountshare_proto::record::RecordDecoder;
+use rustix::net::SendFlags;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use tokio::io::Interest;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpStream, UdpSocket};
@@ -110,9 +113,10 @@ fn call(
         }
     };
     // Completes at once when the socket buffer has room; waits (this thread only) otherwise.
+    let mut reply = reply;
     let written = runtime.block_on(async {
-        let mut w = wr.lock().await;
-        write_all_vectored(&mut w, [&reply.head[..], reply.tail(), reply.pad()]).await
+        let w = wr.lock().await;
+        write_reply(w.as_ref(), &mut reply).await
     });
     if let Err(e) = written {
         tracing::debug!(%peer, error = %e, "write failed");
@@ -121,28 +125,49 @@ fn call(
     drop(permits);
 }
 
-/// Write every part, in order, with as few `writev` calls as the socket allows.
-async fn write_all_vectored(w: &mut OwnedWriteHalf, parts: [&[u8]; 3]) -> std::io::Result<()> {
-    let mut parts = parts;
-    loop {
-        let slices: Vec<std::io::IoSlice<'_>> = parts
-            .iter()
-            .filter(|p| !p.is_empty())
-            .map(|p| std::io::IoSlice::new(p))
-            .collect();
-        if slices.is_empty() {
-            return Ok(());
+/// Write a whole reply: head, READ data (copied from a buffer or spliced from a pipe), padding.
+/// The socket is corked (MSG_MORE) between the parts, so they leave as full segments.
+async fn write_reply(sock: &TcpStream, reply: &mut Framed) -> std::io::Result<()> {
+    let pad = reply.pad();
+    let has_tail = reply.tail_len() > 0;
+    send_all(sock, &reply.head, has_tail).await?;
+    match &mut reply.tail {
+        Some(Tail::Buf(b)) => send_all(sock, b.data(), !pad.is_empty()).await?,
+        Some(Tail::Pipe(p)) => {
+            while p.pending > 0 {
+                sock.writable().await?;
+                match sock.try_io(Interest::WRITABLE, || {
+                    splice::drain_into(p, sock, !pad.is_empty())
+                }) {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) => return Err(e),
+                }
+            }
         }
-        let mut n = w.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        for p in parts.iter_mut() {
-            let k = n.min(p.len());
-            *p = &p[k..];
-            n -= k;
+        None => {}
+    }
+    send_all(sock, pad, false).await
+}
+
+async fn send_all(sock: &TcpStream, mut buf: &[u8], more: bool) -> std::io::Result<()> {
+    let flags = if more {
+        SendFlags::MORE
+    } else {
+        SendFlags::empty()
+    } | SendFlags::NOSIGNAL;
+    while !buf.is_empty() {
+        sock.writable().await?;
+        match sock.try_io(Interest::WRITABLE, || {
+            Ok(rustix::net::send(sock, buf, flags)?)
+        }) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => buf = &buf[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
         }
     }
+    Ok(())
 }
 
 /// PORTMAP over UDP (port 111 only): `mount.nfs` and the kernel may ask there first.

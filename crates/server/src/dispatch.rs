@@ -4,6 +4,7 @@
 use crate::auth::Creds;
 use crate::buffers::DataBuf;
 use crate::export::Export;
+use crate::splice::Pipe;
 use crate::{mount, nfs, portmap};
 use bytes::BytesMut;
 use mountshare_proto::mount3::MOUNT_PROGRAM;
@@ -29,43 +30,58 @@ pub(crate) struct Reply {
     body_start: usize,
     xid: u32,
     /// Bytes sent after `out` (READ data), then zero padding to a multiple of 4.
-    tail: Option<DataBuf>,
+    tail: Option<Tail>,
 }
 
-/// A complete reply: `head`, then the tail's bytes, then `pad` zero bytes (XDR padding).
+/// READ data sent after a reply's head: from a buffer, or spliced from a pipe.
+pub(crate) enum Tail {
+    Buf(DataBuf),
+    Pipe(Pipe),
+}
+
+impl Tail {
+    fn len(&self) -> usize {
+        match self {
+            Tail::Buf(b) => b.data().len(),
+            Tail::Pipe(p) => p.pending,
+        }
+    }
+}
+
+/// A complete reply: `head`, then the tail (READ data), then zero padding (XDR).
 pub struct Framed {
     pub head: BytesMut,
-    tail: Option<DataBuf>,
+    pub(crate) tail: Option<Tail>,
+    tail_len: usize,
 }
 
 const ZEROS: [u8; 3] = [0; 3];
 
 impl Framed {
-    pub fn tail(&self) -> &[u8] {
-        self.tail.as_ref().map_or(&[], DataBuf::data)
+    /// Bytes of READ data after the head.
+    pub fn tail_len(&self) -> usize {
+        self.tail_len
     }
 
     pub fn pad(&self) -> &'static [u8] {
-        &ZEROS[..(4 - self.tail().len() % 4) % 4]
+        &ZEROS[..(4 - self.tail_len % 4) % 4]
     }
 
-    pub fn len(&self) -> usize {
-        self.head.len() + self.tail().len() + self.pad().len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// The whole reply in one buffer (copies the tail).
+    /// The whole reply in one buffer, for replies with no spliced data (UDP, tests).
     pub fn to_vec(&self) -> Vec<u8> {
-        [&self.head[..], self.tail(), self.pad()].concat()
+        let tail = match &self.tail {
+            Some(Tail::Buf(b)) => b.data(),
+            _ => &[],
+        };
+        [&self.head[..], tail, self.pad()].concat()
     }
 
-    /// Give the READ buffer back to its pool, once written.
+    /// Give the READ buffer or pipe back to its pool, once written.
     pub(crate) fn recycle(self, export: &Export) {
-        if let Some(t) = self.tail {
-            export.read_buffers.give_back(t);
+        match self.tail {
+            Some(Tail::Buf(b)) => export.read_buffers.give_back(b),
+            Some(Tail::Pipe(p)) => export.pipes.give_back(p),
+            None => {}
         }
     }
 }
@@ -101,7 +117,7 @@ impl Reply {
     }
 
     /// Send `data` after what was written (it must end an XDR opaque whose length was written).
-    pub(crate) fn set_tail(&mut self, data: DataBuf) {
+    pub(crate) fn set_tail(&mut self, data: Tail) {
         self.tail = Some(data);
     }
 
@@ -113,13 +129,14 @@ impl Reply {
     }
 
     fn finish(mut self) -> Framed {
+        let tail_len = self.tail.as_ref().map_or(0, Tail::len);
         let mut framed = Framed {
             head: BytesMut::new(),
             tail: self.tail.take(),
+            tail_len,
         };
         if let Some(start) = self.record_start {
-            let tail = framed.tail().len() + framed.pad().len();
-            let len = self.out.len() - start - 4 + tail;
+            let len = self.out.len() - start - 4 + tail_len + framed.pad().len();
             self.out[start..start + 4].copy_from_slice(&encode_record_header(len));
         }
         framed.head = self.out;

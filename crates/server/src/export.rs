@@ -22,6 +22,8 @@ pub struct Export {
     pub handles: HandleCache,
     /// READ buffers, reused across calls.
     pub(crate) read_buffers: BufferPool,
+    /// Pipes for zero-copy READ.
+    pub(crate) pipes: crate::splice::PipePool,
     pub fsid: u64,
     /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
     pub port: u16,
@@ -42,6 +44,8 @@ impl Export {
             dirs: DirCache::new(DirCacheLimits::default()),
             handles: HandleCache::new(1 << 18),
             read_buffers: BufferPool::new(64),
+            // 32 pipes of 1 MiB stay within the default per-user pipe limit (64 MiB).
+            pipes: crate::splice::PipePool::new(32, crate::nfs::MAX_READ as usize),
             fsid,
             port,
             portmap_port,

@@ -14,6 +14,7 @@ pub mod nfs;
 mod portmap;
 pub mod resolve;
 mod server;
+mod splice;
 
 pub use export::{Export, DEFAULT_FSID};
 pub use server::{Limits, Server, ServerConfig, ServerError};

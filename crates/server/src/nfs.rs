@@ -1,7 +1,7 @@
 //! NFS version 3 procedures (RFC 1813 section 3.3): the read side over the backend, and
 //! NFS3ERR_ROFS for every procedure that would change the tree.
 use crate::auth::Creds;
-use crate::dispatch::{decode_args, Reply};
+use crate::dispatch::{decode_args, Reply, Tail};
 
 use crate::error::nfsstat;
 use crate::export::Export;
@@ -134,6 +134,10 @@ pub fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
     }
 }
 
+fn read_failed(reply: &mut Reply, s: NfsStat3, file_attributes: PostOpAttr) {
+    reply.results(&Read3Res::Fail(s, Read3ResFail { file_attributes }));
+}
+
 struct Handler<'a> {
     export: &'a Export,
     creds: &'a Creds,
@@ -240,17 +244,33 @@ impl Handler<'_> {
         }
     }
 
-    /// READ reads the file into a pooled buffer that is sent as it is, after the encoded head:
-    /// no copy of the data, and no zeroing of a fresh buffer per call.
+    /// READ sends the file's bytes without copying them when it can (pages spliced through a
+    /// pipe), and otherwise reads them into a pooled buffer sent as it is, after the head.
     fn read(&self, a: Read3Args, reply: &mut Reply) {
-        let fail = |reply: &mut Reply, s: NfsStat3, file_attributes: PostOpAttr| {
-            reply.results(&Read3Res::Fail(s, Read3ResFail { file_attributes }));
-        };
         let path = match self.path_of(&a.file) {
             Ok(p) => p,
-            Err(s) => return fail(reply, s, PostOpAttr(None)),
+            Err(s) => return read_failed(reply, s, PostOpAttr(None)),
         };
         let count = a.count.min(MAX_READ) as usize;
+        if count > 0 {
+            if let Some(opened) = self.export.backend.open_file(&path) {
+                match opened {
+                    Ok(file) => {
+                        if let Some(pipe) = self.export.pipes.take(count) {
+                            match self.read_spliced(&path, &file, pipe, a.offset, count, reply) {
+                                Ok(()) => return,
+                                // No splice on this file system: copy instead.
+                                Err(Some(pipe)) => self.export.pipes.give_back(pipe),
+                                Err(None) => {
+                                    return read_failed(reply, NfsStat3::Io, self.post_op_of(&path))
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => return self.read_error(reply, &path, e),
+                }
+            }
+        }
         let mut data = self.export.read_buffers.take(count);
         let outcome = self
             .export
@@ -258,37 +278,76 @@ impl Handler<'_> {
             .read(&path, a.offset, &mut data.as_mut_slice()[..count]);
         let outcome = match outcome {
             Ok(o) => o,
-            Err(e) => {
-                // Only regular files are read; say why the others are not, as the RFC does.
-                let attr = self.export.stat(&path).ok();
-                let s = match (attr.as_ref().map(|a| a.kind), nfsstat(&e)) {
-                    (Some(FileKind::Directory), _) => NfsStat3::IsDir,
-                    (Some(FileKind::Regular), s) => s,
-                    (Some(_), _) => NfsStat3::Inval,
-                    (None, NfsStat3::NoEnt | NfsStat3::NotDir) => NfsStat3::Stale,
-                    (None, s) => s,
-                };
-                let attrs = match attr {
-                    Some(a) => self.post_op(&path, &a),
-                    None => PostOpAttr(None),
-                };
-                return fail(reply, s, attrs);
-            }
+            Err(e) => return self.read_error(reply, &path, e),
         };
         if !self.creds.can_read_data(&outcome.attr) {
-            let attrs = self.post_op(&path, &outcome.attr);
-            return fail(reply, NfsStat3::Acces, attrs);
+            return read_failed(reply, NfsStat3::Acces, self.post_op(&path, &outcome.attr));
         }
-        // READ3resok up to the opaque's length; the bytes and their padding follow as the tail.
+        self.read_ok_head(reply, &path, &outcome.attr, outcome.bytes, outcome.eof);
+        data.set_len(outcome.bytes);
+        reply.set_tail(Tail::Buf(data));
+    }
+
+    /// READ through a pipe. `Err(Some(pipe))`: nothing was read (no splice here), try copying;
+    /// `Err(None)`: the read failed part-way.
+    fn read_spliced(
+        &self,
+        path: &RelPath,
+        file: &std::fs::File,
+        mut pipe: crate::splice::Pipe,
+        offset: u64,
+        count: usize,
+        reply: &mut Reply,
+    ) -> Result<(), Option<crate::splice::Pipe>> {
+        let n = match crate::splice::fill(&mut pipe, file, offset, count) {
+            Ok(n) => n,
+            Err(_) if pipe.pending == 0 => return Err(Some(pipe)),
+            Err(_) => return Err(None),
+        };
+        let attr = Attr::of_file(file).map_err(|_| None)?;
+        if !self.creds.can_read_data(&attr) {
+            read_failed(reply, NfsStat3::Acces, self.post_op(path, &attr));
+            return Ok(());
+        }
+        let eof = offset.saturating_add(n as u64) >= attr.size;
+        self.read_ok_head(reply, path, &attr, n, eof);
+        reply.set_tail(Tail::Pipe(pipe));
+        Ok(())
+    }
+
+    /// READ3resok up to the opaque's length; the bytes and their padding follow as the tail.
+    fn read_ok_head(&self, reply: &mut Reply, path: &RelPath, attr: &Attr, n: usize, eof: bool) {
         reply.success();
         let out = reply.buf();
         NfsStat3::Ok.encode(out);
-        self.post_op(&path, &outcome.attr).encode(out);
-        (outcome.bytes as u32).encode(out);
-        outcome.eof.encode(out);
-        (outcome.bytes as u32).encode(out);
-        data.set_len(outcome.bytes);
-        reply.set_tail(data);
+        self.post_op(path, attr).encode(out);
+        (n as u32).encode(out);
+        eof.encode(out);
+        (n as u32).encode(out);
+    }
+
+    /// Only regular files are read; say why the others are not, as the RFC does.
+    fn read_error(&self, reply: &mut Reply, path: &RelPath, e: mountshare_fs::FsError) {
+        let attr = self.export.stat(path).ok();
+        let s = match (attr.as_ref().map(|a| a.kind), nfsstat(&e)) {
+            (Some(FileKind::Directory), _) => NfsStat3::IsDir,
+            (Some(FileKind::Regular), s) => s,
+            (Some(_), _) => NfsStat3::Inval,
+            (None, NfsStat3::NoEnt | NfsStat3::NotDir) => NfsStat3::Stale,
+            (None, s) => s,
+        };
+        let attrs = match attr {
+            Some(a) => self.post_op(path, &a),
+            None => PostOpAttr(None),
+        };
+        read_failed(reply, s, attrs)
+    }
+
+    fn post_op_of(&self, path: &RelPath) -> PostOpAttr {
+        match self.export.stat(path) {
+            Ok(a) => self.post_op(path, &a),
+            Err(_) => PostOpAttr(None),
+        }
     }
 
     /// The directory at `fh`, checked for READDIR: its path, attributes and snapshot.

@@ -1,0 +1,172 @@
+//! Zero-copy READ: the file's pages go into a pipe with `splice(2)` (no copy: the pipe holds
+//! references to the page cache), and from the pipe into the socket the same way. The bytes are
+//! in the pipe before the reply's head is written, so the head carries the exact count and EOF,
+//! as the Linux server does it. Pipes are reused from a bounded pool.
+use rustix::fd::OwnedFd;
+use rustix::pipe::{
+    fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags,
+};
+use std::fs::File;
+use std::sync::Mutex;
+
+/// A pipe able to hold a whole READ.
+pub struct Pipe {
+    read: OwnedFd,
+    write: OwnedFd,
+    /// Bytes in the pipe not yet sent.
+    pub(crate) pending: usize,
+}
+
+/// Pipes kept for reuse, all of one capacity. Each may pin up to its capacity of page-cache
+/// pages while in use.
+pub struct PipePool {
+    free: Mutex<Vec<Pipe>>,
+    max_free: usize,
+    capacity: usize,
+    /// Cleared when the host refuses pipes of the size needed: READ then copies instead.
+    usable: std::sync::atomic::AtomicBool,
+}
+
+impl PipePool {
+    /// A pool of pipes that each hold `capacity` bytes.
+    pub fn new(max_free: usize, capacity: usize) -> Self {
+        PipePool {
+            free: Mutex::new(Vec::new()),
+            max_free,
+            capacity,
+            usable: std::sync::atomic::AtomicBool::new(true),
+        }
+    }
+
+    /// An empty pipe that holds at least `size` bytes, or `None` when the host won't give one
+    /// (`fs.pipe-max-size` or the per-user pipe limit), in which case READ copies instead.
+    pub fn take(&self, size: usize) -> Option<Pipe> {
+        if size > self.capacity || !self.usable.load(std::sync::atomic::Ordering::Relaxed) {
+            return None;
+        }
+        if let Some(p) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Some(p);
+        }
+        let (read, write) = pipe_with(PipeFlags::CLOEXEC).ok()?;
+        // Always the pool's full capacity: a pipe made for a small READ is reused for large ones.
+        let size = self.capacity;
+        let ok = fcntl_setpipe_size(&write, size).is_ok()
+            && fcntl_getpipe_size(&write).is_ok_and(|c| c >= size);
+        if !ok {
+            tracing::info!(
+                size,
+                "pipes of this size are refused here; READ copies its data instead"
+            );
+            self.usable
+                .store(false, std::sync::atomic::Ordering::Relaxed);
+            return None;
+        }
+        Some(Pipe {
+            read,
+            write,
+            pending: 0,
+        })
+    }
+
+    /// Keep an emptied pipe for the next READ; a pipe with bytes left in it is closed.
+    pub fn give_back(&self, pipe: Pipe) {
+        if pipe.pending != 0 {
+            return;
+        }
+        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
+        if free.len() < self.max_free {
+            free.push(pipe);
+        }
+    }
+}
+
+/// Move up to `count` bytes of `file` from `offset` into the empty `pipe`. Returns how many:
+/// fewer at end of file, or when the pipe is full (a short READ, which NFS allows). Never waits
+/// on the pipe. An error before any byte moved (a file system without splice support answers
+/// EINVAL) leaves the pipe empty, so the caller can read the ordinary way.
+pub fn fill(pipe: &mut Pipe, file: &File, offset: u64, count: usize) -> std::io::Result<usize> {
+    let mut off = offset;
+    while pipe.pending < count {
+        let len = count - pipe.pending;
+        match splice(
+            file,
+            Some(&mut off),
+            &pipe.write,
+            None,
+            len,
+            SpliceFlags::NONBLOCK,
+        ) {
+            Ok(0) => break,
+            Ok(n) => pipe.pending += n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(rustix::io::Errno::AGAIN) if pipe.pending > 0 => break,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(pipe.pending)
+}
+
+/// Move what `pipe` holds into the (non-blocking) socket `sock`; returns bytes moved, or
+/// `WouldBlock` when the socket is full.
+pub fn drain_into(
+    pipe: &mut Pipe,
+    sock: impl rustix::fd::AsFd,
+    more: bool,
+) -> std::io::Result<usize> {
+    let mut flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
+    if more {
+        flags |= SpliceFlags::MORE;
+    }
+    let n = splice(&pipe.read, None, sock, None, pipe.pending, flags)?;
+    pipe.pending -= n;
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    #[test]
+    fn fill_stops_at_end_of_file_and_drains_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, b"deep").unwrap();
+        let file = File::open(&path).unwrap();
+        let pool = PipePool::new(2, 1 << 20);
+        let mut pipe = pool.take(1 << 20).unwrap();
+        assert_eq!(fill(&mut pipe, &file, 0, 1 << 20).unwrap(), 4);
+        assert_eq!(
+            fill(&mut pipe, &file, 4, 1 << 20).unwrap(),
+            4,
+            "nothing more at EOF"
+        );
+        let mut out = [0u8; 16];
+        let n = File::from(pipe.read.try_clone().unwrap())
+            .read(&mut out)
+            .unwrap();
+        assert_eq!(&out[..n], b"deep");
+    }
+
+    /// Regression: a pipe first used for a small READ must still hold a whole large one (a pipe
+    /// sized for 10 bytes used to be reused for 1 MiB, and the splice waited forever).
+    #[test]
+    fn pooled_pipes_always_hold_a_full_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
+        let file = File::open(&path).unwrap();
+        let pool = PipePool::new(2, 1 << 20);
+        let mut small = pool.take(10).unwrap();
+        assert_eq!(fill(&mut small, &file, 0, 10).unwrap(), 10);
+        let mut sink = vec![0u8; 10];
+        File::from(small.read.try_clone().unwrap())
+            .read_exact(&mut sink)
+            .unwrap();
+        small.pending = 0;
+        pool.give_back(small);
+        let mut big = pool.take(1 << 20).unwrap();
+        assert_eq!(fill(&mut big, &file, 0, 1 << 20).unwrap(), 1 << 20);
+        assert!(pool.take(2 << 20).is_none(), "larger than the pool's pipes");
+    }
+}
