@@ -128,6 +128,9 @@ pub struct NfsOptions {
     pub retrans: u32,
     /// Other options passed to the kernel verbatim (`actimeo=1`, `rsize=1048576`, ...).
     pub extra: Vec<String>,
+    /// MOUNT's port when it is not the NFS port (servers like nfs-ganesha or the kernel's nfsd);
+    /// `None` for mountshare, which serves both on one port.
+    pub mount_port: Option<u16>,
 }
 
 impl Default for NfsOptions {
@@ -143,6 +146,7 @@ impl Default for NfsOptions {
             timeo: DEFAULT_TIMEO,
             retrans: DEFAULT_RETRANS,
             extra: Vec::new(),
+            mount_port: None,
         }
     }
 }
@@ -209,7 +213,7 @@ impl MountSpec {
             format!("addr={ip}"),
             format!("mountaddr={ip}"),
             format!("port={port}"),
-            format!("mountport={port}"),
+            format!("mountport={}", o.mount_port.unwrap_or(port)),
             "nolock".to_owned(),
             // A fresh mount made to heal a dead one must not reuse the dead one's superblock.
             "nosharecache".to_owned(),
@@ -255,6 +259,17 @@ pub fn normalize_export(export: &str) -> Result<String, OptionsError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_separate_mount_port_is_passed_to_the_kernel() {
+        let o = NfsOptions {
+            mount_port: Some(20048),
+            ..NfsOptions::default()
+        };
+        let spec = MountSpec::new("10.0.0.5:2049".parse().unwrap(), "/export", &o);
+        let data = spec.data_string();
+        assert!(data.contains("port=2049,mountport=20048"), "{data}");
+    }
 
     #[test]
     fn server_forms() {

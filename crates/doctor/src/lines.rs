@@ -37,9 +37,6 @@ pub struct MountLines {
     pub kernel: String,
     pub mount2: Mount2,
     pub attach: String,
-    /// Why the attach line does not work against this server yet, if it does not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attach_caveat: Option<String>,
     pub persistent_volume: String,
 }
 
@@ -96,16 +93,16 @@ pub fn mount_lines(i: &LineInputs<'_>) -> MountLines {
     } else {
         format!("{}:{}", i.host, i.nfs_port)
     };
+    // MOUNT on its own port (nfs-ganesha, kernel nfsd): attach must be told.
+    let mount_port_arg = if i.mount_port != i.nfs_port {
+        format!(" --mount-port {}", i.mount_port)
+    } else {
+        String::new()
+    };
     let attach = format!(
-        "mountshare attach --server {server_arg} --export {} --target {}",
+        "mountshare attach --server {server_arg} --export {} --target {}{mount_port_arg}",
         i.export, i.target
     );
-    let attach_caveat = (i.mount_port != i.nfs_port).then(|| {
-        format!(
-            "attach gives the kernel mountport={} (it expects MOUNT on the NFS port, as mountshare serve has it); this server's MOUNT is on port {}, so attach cannot mount it: use the kernel line or the PersistentVolume",
-            i.nfs_port, i.mount_port
-        )
-    });
     let named = i.host.parse::<IpAddr>().is_err();
     let mut pv = String::new();
     pv.push_str("apiVersion: v1\nkind: PersistentVolume\nmetadata:\n  name: dfs\nspec:\n  capacity:\n    storage: 1Ti\n  accessModes: [ReadOnlyMany]\n  persistentVolumeReclaimPolicy: Retain\n  mountOptions:\n");
@@ -135,7 +132,6 @@ pub fn mount_lines(i: &LineInputs<'_>) -> MountLines {
             data: spec.data_string(),
         },
         attach,
-        attach_caveat,
         persistent_volume: pv,
     }
 }
@@ -164,7 +160,7 @@ mod tests {
         assert!(l.mount2.data.contains("addr=127.0.0.1"));
         assert_eq!(l.mount2.source, "127.0.0.1:/srv/x");
         assert!(l.persistent_volume.contains("    - mountport=20048\n"));
-        assert!(l.attach_caveat.is_some());
+        assert!(l.attach.ends_with(" --mount-port 20048"), "{}", l.attach);
     }
 
     #[test]
@@ -183,7 +179,6 @@ mod tests {
         assert!(l
             .persistent_volume
             .contains("server: 10.0.0.7   # nfs.example"));
-        assert!(l.attach_caveat.is_none());
         assert_eq!(
             l.attach,
             "mountshare attach --server nfs.example:2049 --export / --target /mnt/dfs"

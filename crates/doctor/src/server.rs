@@ -753,11 +753,6 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
         }
     }
     let _ = tokio::time::timeout(t, mount.umnt(o.export.as_bytes())).await;
-    if let Some(l) = &r.mount_lines {
-        if let Some(c) = &l.attach_caveat {
-            r.steps.push(Step::note("attach", c.clone()));
-        }
-    }
 }
 
 /// Ask the portmapper at `addr`: NULL, GETPORT of NFS v3 and MOUNT v3 over TCP, DUMP.
@@ -902,9 +897,6 @@ impl ServerReport {
                 l.mount2.data
             );
             let _ = writeln!(out, "  mountshare attach:\n    {}", l.attach);
-            if let Some(c) = &l.attach_caveat {
-                let _ = writeln!(out, "    (note: {c})");
-            }
             let _ = writeln!(out, "  Kubernetes PersistentVolume:");
             for line in l.persistent_volume.lines() {
                 let _ = writeln!(out, "    {line}");

@@ -25,6 +25,10 @@ pub struct AttachArgs {
     /// Defaults: ro,nosuid,nodev,soft,timeo=50,retrans=2.
     #[arg(long, value_name = "OPTS", default_value = "")]
     mount_options: String,
+    /// MOUNT's port, for servers that serve it apart from NFS (nfs-ganesha, the kernel's nfsd;
+    /// `mountshare doctor server` finds it). Default: the NFS port, as mountshare serves both.
+    #[arg(long, value_name = "PORT")]
+    mount_port: Option<u16>,
     /// Serve /livez, /readyz and /metrics on this address (e.g. 0.0.0.0:9102).
     #[arg(long, value_name = "ADDR")]
     listen_health: Option<SocketAddr>,
@@ -75,7 +79,8 @@ pub fn run(args: AttachArgs) -> anyhow::Result<ExitCode> {
         bail!("attach must run as root (CAP_SYS_ADMIN) to mount");
     }
     let export = normalize_export(&args.export)?;
-    let options = NfsOptions::parse(&args.mount_options)?;
+    let mut options = NfsOptions::parse(&args.mount_options)?;
+    options.mount_port = args.mount_port;
     let target = resolve_target(&args.target)?;
     if args.probe_interval == 0 || args.probe_timeout == 0 {
         bail!("--probe-interval and --probe-timeout must be at least 1 second");
