@@ -14,11 +14,10 @@ use mountshare_proto::record::RecordDecoder;
 use rustix::net::SendFlags;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use tokio::io::Interest;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpStream, UdpSocket};
-use tokio::sync::{watch, Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 pub(crate) async fn serve(
@@ -32,12 +31,11 @@ pub(crate) async fn serve(
 ) {
     tracing::debug!(%peer, "connection opened");
     let (mut rd, wr) = stream.into_split();
-    let wr = Arc::new(Mutex::new(wr));
+    let wr = Arc::new(std::sync::Mutex::new(wr));
     let local = Arc::new(Semaphore::new(limits.per_connection_in_flight));
     let mut decoder = RecordDecoder::new(limits.max_record);
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut calls = JoinSet::new();
-    let runtime = tokio::runtime::Handle::current();
     'conn: loop {
         loop {
             let record = match decoder.decode(&mut buf) {
@@ -55,8 +53,8 @@ pub(crate) async fn serve(
                 _ = stop.changed() => break 'conn,
             };
             let ctx = CallCtx { peer };
-            let (export, wr, rt) = (export.clone(), wr.clone(), runtime.clone());
-            calls.spawn_blocking(move || call(record, ctx, &export, &wr, &rt, permits));
+            let (export, wr) = (export.clone(), wr.clone());
+            calls.spawn_blocking(move || call(record, ctx, &export, &wr, permits));
             while calls.try_join_next().is_some() {}
         }
         tokio::select! {
@@ -71,9 +69,10 @@ pub(crate) async fn serve(
             _ = stop.changed() => break,
         }
     }
-    // Calls already accepted still get their replies.
+    // Calls already accepted still get their replies; then the write half, dropped with the
+    // last reference, shuts the socket down.
     while calls.join_next().await.is_some() {}
-    let _ = wr.lock().await.shutdown().await;
+    drop(wr);
     tracing::debug!(%peer, "connection closed");
 }
 
@@ -87,20 +86,19 @@ async fn acquire(
 }
 
 /// Work on one call, on a blocking thread: file-system calls block (a FUSE read may take
-/// seconds) and never run on the executor's threads.
+/// seconds) and never run on the executor's threads. The reply is written from here too.
 fn call(
     record: bytes::Bytes,
     ctx: CallCtx,
     export: &Export,
-    wr: &Mutex<OwnedWriteHalf>,
-    runtime: &tokio::runtime::Handle,
+    wr: &std::sync::Mutex<OwnedWriteHalf>,
     permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
 ) {
     let peer = ctx.peer;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         dispatch::dispatch(export, &ctx, &record)
     }));
-    let reply = match outcome {
+    let mut reply = match outcome {
         Ok(Some(r)) => r,
         Ok(None) => return,
         Err(_) => {
@@ -112,62 +110,73 @@ fn call(
             }
         }
     };
-    // Completes at once when the socket buffer has room; waits (this thread only) otherwise.
-    let mut reply = reply;
-    let written = runtime.block_on(async {
-        let w = wr.lock().await;
-        write_reply(w.as_ref(), &mut reply).await
-    });
-    if let Err(e) = written {
-        tracing::debug!(%peer, error = %e, "write failed");
+    // One reply at a time on the socket; others wait here, on their own threads.
+    let w = wr.lock().unwrap_or_else(|e| e.into_inner());
+    let sock: &TcpStream = w.as_ref();
+    if let Err(e) = write_reply(sock, &mut reply) {
+        tracing::debug!(%peer, error = %e, "write failed; closing the connection");
+        // The reader sees the connection end too, and stops taking calls.
+        let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::ReadWrite);
     }
+    drop(w);
     reply.recycle(export);
     drop(permits);
 }
 
+/// How long a reply may make no progress (a client that stopped reading) before the connection
+/// is given up.
+const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Write a whole reply: head, READ data (copied from a buffer or spliced from a pipe), padding.
-/// The socket is corked (MSG_MORE) between the parts, so they leave as full segments.
-async fn write_reply(sock: &TcpStream, reply: &mut Framed) -> std::io::Result<()> {
+/// The socket is corked (MSG_MORE) between the parts, so they leave as full segments. When the
+/// socket is full, this thread waits in `poll(2)`: the kernel wakes it as soon as there is room.
+fn write_reply(sock: &TcpStream, reply: &mut Framed) -> std::io::Result<()> {
     let pad = reply.pad();
     let has_tail = reply.tail_len() > 0;
-    send_all(sock, &reply.head, has_tail).await?;
+    send_all(sock, &reply.head, has_tail)?;
     match &mut reply.tail {
-        Some(Tail::Buf(b)) => send_all(sock, b.data(), !pad.is_empty()).await?,
+        Some(Tail::Buf(b)) => send_all(sock, b.data(), !pad.is_empty())?,
         Some(Tail::Pipe(p)) => {
             while p.pending > 0 {
-                sock.writable().await?;
-                match sock.try_io(Interest::WRITABLE, || {
-                    splice::drain_into(p, sock, !pad.is_empty())
-                }) {
+                match splice::drain_into(p, sock, !pad.is_empty()) {
                     Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_writable(sock)?,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(e) => return Err(e),
                 }
             }
         }
         None => {}
     }
-    send_all(sock, pad, false).await
+    send_all(sock, pad, false)
 }
 
-async fn send_all(sock: &TcpStream, mut buf: &[u8], more: bool) -> std::io::Result<()> {
+fn send_all(sock: &TcpStream, mut buf: &[u8], more: bool) -> std::io::Result<()> {
     let flags = if more {
         SendFlags::MORE
     } else {
         SendFlags::empty()
     } | SendFlags::NOSIGNAL;
     while !buf.is_empty() {
-        sock.writable().await?;
-        match sock.try_io(Interest::WRITABLE, || {
-            Ok(rustix::net::send(sock, buf, flags)?)
-        }) {
+        match rustix::net::send(sock, buf, flags) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => buf = &buf[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
+            Err(rustix::io::Errno::AGAIN) => wait_writable(sock)?,
+            Err(rustix::io::Errno::INTR) => {}
+            Err(e) => return Err(e.into()),
         }
     }
     Ok(())
+}
+
+fn wait_writable(sock: &TcpStream) -> std::io::Result<()> {
+    use rustix::event::{poll, PollFd, PollFlags};
+    let mut fds = [PollFd::new(sock, PollFlags::OUT)];
+    match poll(&mut fds, WRITE_STALL.as_millis() as i32) {
+        Ok(0) => Err(std::io::ErrorKind::TimedOut.into()),
+        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// PORTMAP over UDP (port 111 only): `mount.nfs` and the kernel may ask there first.
