@@ -52,7 +52,9 @@ pub(crate) async fn serve(
                 p = acquire(&local, &global) => match p { Some(p) => p, None => break 'conn },
                 _ = stop.changed() => break 'conn,
             };
-            let ctx = CallCtx { peer };
+            // Alone on the connection: every permit but this call's is free.
+            let zero_copy = local.available_permits() + 1 == limits.per_connection_in_flight;
+            let ctx = CallCtx { peer, zero_copy };
             let (export, wr) = (export.clone(), wr.clone());
             calls.spawn_blocking(move || call(record, ctx, &export, &wr, permits));
             while calls.try_join_next().is_some() {}
@@ -191,7 +193,10 @@ pub(crate) async fn serve_udp(
             r = sock.recv_from(&mut buf) => match r { Ok(r) => r, Err(_) => continue },
             _ = stop.changed() => break,
         };
-        let ctx = CallCtx { peer };
+        let ctx = CallCtx {
+            peer,
+            zero_copy: false,
+        };
         if let Some(reply) = dispatch::dispatch_udp_portmap(&export, &ctx, &buf[..n]) {
             let _ = sock.send_to(&reply.to_vec(), peer).await;
         }

@@ -21,6 +21,11 @@ use std::net::SocketAddr;
 #[derive(Debug, Clone, Copy)]
 pub struct CallCtx {
     pub peer: SocketAddr,
+    /// READ may splice file pages into the socket instead of copying them. Measured on
+    /// loopback (docs/BENCHMARKS.md): splicing wins by a third when a connection has one call
+    /// in flight, and loses by about a fifth when several 1 MiB READs are queued behind each
+    /// other, so the connection asks for it only when this call is alone.
+    pub zero_copy: bool,
 }
 
 /// A reply being built: its record header is reserved, then the RPC reply header, then results.
@@ -204,9 +209,14 @@ fn dispatch_inner(
             high: PMAP_V2,
         }),
         _ if portmap_only => Err(AcceptStat::ProgUnavail),
-        NFS_PROGRAM if call.vers == NFS_V3 => {
-            nfs::call(export, &creds, call.procedure, args, &mut reply)
-        }
+        NFS_PROGRAM if call.vers == NFS_V3 => nfs::call(
+            export,
+            &creds,
+            call.procedure,
+            args,
+            ctx.zero_copy,
+            &mut reply,
+        ),
         NFS_PROGRAM => Err(AcceptStat::ProgMismatch {
             low: NFS_V3,
             high: NFS_V3,

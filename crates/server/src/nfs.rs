@@ -28,9 +28,14 @@ pub(crate) fn call(
     creds: &Creds,
     procedure: u32,
     args: &[u8],
+    zero_copy: bool,
     reply: &mut Reply,
 ) -> Result<(), AcceptStat> {
-    let h = Handler { export, creds };
+    let h = Handler {
+        export,
+        creds,
+        zero_copy,
+    };
     match procedure {
         proc3::NULL => reply.success(),
         proc3::GETATTR => reply.results(&h.getattr(decode_args(args)?)),
@@ -141,6 +146,7 @@ fn read_failed(reply: &mut Reply, s: NfsStat3, file_attributes: PostOpAttr) {
 struct Handler<'a> {
     export: &'a Export,
     creds: &'a Creds,
+    zero_copy: bool,
 }
 
 /// A failure with the attributes to send along with it, when they are known.
@@ -252,7 +258,7 @@ impl Handler<'_> {
             Err(s) => return read_failed(reply, s, PostOpAttr(None)),
         };
         let count = a.count.min(MAX_READ) as usize;
-        if count > 0 {
+        if count > 0 && self.zero_copy {
             if let Some(opened) = self.export.backend.open_file(&path) {
                 match opened {
                     Ok(file) => {
