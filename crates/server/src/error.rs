@@ -3,8 +3,39 @@ use mountshare_fs::FsError;
 use mountshare_proto::nfs3::NfsStat3;
 use rustix::io::Errno;
 
-/// The NFS status a client should see for `err`.
+/// The NFS status a client should see for `err`. Failures of the file system itself (not of
+/// what the client asked) are logged, at most once every ten seconds: a FUSE daemon that died
+/// shows here as "Transport endpoint is not connected" while clients see EIO.
 pub fn nfsstat(err: &FsError) -> NfsStat3 {
+    let status = map(err);
+    if status == NfsStat3::Io {
+        report_io(err);
+    }
+    status
+}
+
+fn report_io(err: &FsError) {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::{SystemTime, UNIX_EPOCH};
+    static LAST: AtomicU64 = AtomicU64::new(0);
+    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
+        tracing::warn!(error = %err, suppressed, "the exported file system failed a call; clients get EIO");
+    } else {
+        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+fn map(err: &FsError) -> NfsStat3 {
     match err {
         // A name that cannot be one component (a `/` in it, NUL, empty) names nothing here.
         FsError::InvalidName => NfsStat3::NoEnt,
