@@ -361,12 +361,7 @@ pub async fn read(sess: &Session, files: Vec<ReadFile>, read_size: u32, limits: 
             }));
         }
     }
-    let mut total = Tally::default();
-    for w in workers {
-        if let Ok(t) = w.await {
-            total.merge(t);
-        }
-    }
+    let total = gather(workers).await;
     let elapsed = start.elapsed();
     let issued = cursor.lock().unwrap_or_else(|p| p.into_inner()).issued;
     let stopped_by = if total.errors >= MAX_ERRORS {
@@ -463,12 +458,7 @@ pub async fn meta(sess: &Session, dir: NfsFh3, dir_name: &str, limits: Limits) -
             }));
         }
     }
-    let mut total = Tally::default();
-    for w in workers {
-        if let Ok(t) = w.await {
-            total.merge(t);
-        }
-    }
+    let total = gather(workers).await;
     let elapsed = start.elapsed();
     let stopped_by = if total.errors >= MAX_ERRORS {
         "errors"
@@ -610,12 +600,7 @@ pub async fn walk(
             }));
         }
     }
-    let mut total = Tally::default();
-    for w in workers {
-        if let Ok(t) = w.await {
-            total.merge(t);
-        }
-    }
+    let mut total = gather(workers).await;
     let elapsed = start.elapsed();
     let q = queue.0.lock().unwrap_or_else(|p| p.into_inner());
     let stopped_by = if total.errors >= MAX_ERRORS {
@@ -633,4 +618,17 @@ pub async fn walk(
         total.phase("walk", dir_name.to_owned(), stopped_by, elapsed),
         largest,
     )
+}
+
+/// Wait for every worker and add up what they counted; a worker that died counts as an error
+/// rather than vanishing from the totals.
+async fn gather(workers: Vec<tokio::task::JoinHandle<Tally>>) -> Tally {
+    let mut total = Tally::default();
+    for w in workers {
+        match w.await {
+            Ok(t) => total.merge(t),
+            Err(e) => total.error(format!("a worker failed: {e}")),
+        }
+    }
+    total
 }
