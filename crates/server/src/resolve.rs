@@ -3,11 +3,11 @@
 //! Handles seen recently are in a bounded cache. Any other handle (after a restart, or on a
 //! second server over the same tree) is found by a walk from the root guided by the handle's
 //! per-component hashes, and accepted only if the whole-path hash matches.
-use crate::dircache::DirCache;
+use crate::dircache::{DirCache, DirSnapshot};
 use crate::handle::{component_hash, path_hash, FileHandle, MAX_GUIDED_DEPTH};
 use mountshare_fs::{Backend, RelPath};
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// Most directory entries a search below the guided depth may visit before giving up.
 const MAX_SEARCH_ENTRIES: usize = 200_000;
@@ -41,11 +41,12 @@ impl HandleCache {
 
     fn get(&self, fh: &FileHandle) -> Option<RelPath> {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        let found = match g.0.get(&fh.path_hash) {
-            Some(p) => Some(p.clone()),
-            None => g.1.remove(&fh.path_hash),
-        };
-        let path = found.filter(|p| fh.matches(p))?;
+        if let Some(p) = g.0.get(&fh.path_hash) {
+            // The common case on every call: no write to the map.
+            return fh.matches(p).then(|| p.clone());
+        }
+        // Seen before the last turnover: promote it, so it survives the next one.
+        let path = g.1.remove(&fh.path_hash).filter(|p| fh.matches(p))?;
         g.0.insert(fh.path_hash, path.clone());
         Some(path)
     }
@@ -83,21 +84,19 @@ pub fn resolve(
     Ok(found)
 }
 
+/// The snapshot of `dir`, if it is a directory that can be listed now.
+fn listing(backend: &dyn Backend, dirs: &DirCache, dir: &RelPath) -> Option<Arc<DirSnapshot>> {
+    let attr = backend.stat(dir).ok().filter(|a| a.is_dir())?;
+    dirs.snapshot(backend, dir, &attr).ok()
+}
+
 fn children(backend: &dyn Backend, dirs: &DirCache, dir: &RelPath) -> Vec<RelPath> {
-    let Ok(attr) = backend.stat(dir) else {
-        return Vec::new();
-    };
-    if !attr.is_dir() {
-        return Vec::new();
-    }
-    match dirs.snapshot(backend, dir, &attr) {
-        Ok(snap) => snap
-            .entries
+    listing(backend, dirs, dir).map_or_else(Vec::new, |snap| {
+        snap.entries
             .iter()
             .filter_map(|(_, name)| dir.join(name).ok())
-            .collect(),
-        Err(_) => Vec::new(),
-    }
+            .collect()
+    })
 }
 
 fn walk(fh: &FileHandle, backend: &dyn Backend, dirs: &DirCache) -> Option<RelPath> {
@@ -106,20 +105,17 @@ fn walk(fh: &FileHandle, backend: &dyn Backend, dirs: &DirCache) -> Option<RelPa
     for want in &fh.components {
         let mut next = Vec::new();
         for dir in &frontier {
-            let Ok(attr) = backend.stat(dir) else {
+            let Some(snap) = listing(backend, dirs, dir) else {
                 continue;
             };
-            if !attr.is_dir() {
-                continue;
-            }
-            let Ok(snap) = dirs.snapshot(backend, dir, &attr) else {
-                continue;
-            };
-            for (_, name) in &snap.entries {
-                if component_hash(name) == *want {
-                    if let Ok(p) = dir.join(name) {
-                        next.push(p);
-                    }
+            // Only the names whose hash matches become paths: a big directory costs no joins.
+            for (_, name) in snap
+                .entries
+                .iter()
+                .filter(|(_, n)| component_hash(n) == *want)
+            {
+                if let Ok(p) = dir.join(name) {
+                    next.push(p);
                 }
             }
         }
