@@ -167,32 +167,160 @@ fn rpc(stream: TcpStream, limit: Duration) -> RpcConnection {
     )
 }
 
+/// The steps of the walk, in the order it takes and reports them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepName {
+    /// The host name to an address (reported for names, not for IP addresses).
+    Resolve,
+    TcpConnect,
+    NfsNull,
+    MountNull,
+    Portmapper,
+    /// Looking for MOUNT elsewhere when it is not on the NFS port (absent when it is).
+    MountLookup,
+    ExportList,
+    Mnt,
+    GetattrRoot,
+    ReaddirplusRoot,
+    ReadFile,
+}
+
+impl StepName {
+    /// Every step, in walk order.
+    pub const ALL: [StepName; 11] = [
+        StepName::Resolve,
+        StepName::TcpConnect,
+        StepName::NfsNull,
+        StepName::MountNull,
+        StepName::Portmapper,
+        StepName::MountLookup,
+        StepName::ExportList,
+        StepName::Mnt,
+        StepName::GetattrRoot,
+        StepName::ReaddirplusRoot,
+        StepName::ReadFile,
+    ];
+
+    /// The identifier a report carries for this step (`tcp_connect`, `mnt`, ...).
+    pub const fn name(self) -> &'static str {
+        match self {
+            StepName::Resolve => "resolve",
+            StepName::TcpConnect => "tcp_connect",
+            StepName::NfsNull => "nfs_null",
+            StepName::MountNull => "mount_null",
+            StepName::Portmapper => "portmapper",
+            StepName::MountLookup => "mount_lookup",
+            StepName::ExportList => "export_list",
+            StepName::Mnt => "mnt",
+            StepName::GetattrRoot => "getattr_root",
+            StepName::ReaddirplusRoot => "readdirplus_root",
+            StepName::ReadFile => "read_file",
+        }
+    }
+
+    /// What this step needs earlier steps to have established: the one definition of which
+    /// steps a failure skips. Each list names everything the step relies on, so a step that
+    /// loses any of it is reported skipped (see [`Need::missing`] for the reason given).
+    /// Without an address nothing is tried at all: the report ends at `resolve`.
+    fn needs(self) -> &'static [Need] {
+        use Need::*;
+        match self {
+            StepName::Resolve | StepName::TcpConnect | StepName::Portmapper => &[],
+            StepName::NfsNull => &[Connection],
+            StepName::MountNull => &[Connection, RpcAnswer],
+            StepName::MountLookup => &[Nfs],
+            StepName::ExportList | StepName::Mnt => &[Nfs, Mount],
+            StepName::GetattrRoot => &[Nfs, Mount, RootHandle],
+            StepName::ReaddirplusRoot => &[Nfs, Mount, RootHandle, RootAttributes],
+            StepName::ReadFile => &[Nfs, Mount, RootHandle, RootAttributes, RootListing],
+        }
+    }
+}
+
+impl std::fmt::Display for StepName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// What a step establishes for the steps after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Need {
+    /// A TCP connection to the given port.
+    Connection,
+    /// Something on that port answers RPC, if only to refuse NFS.
+    RpcAnswer,
+    /// NFS v3 answers NULL on the given port: the rest of the walk is about an NFS server.
+    Nfs,
+    /// A MOUNT v3 service that answers NULL, on the NFS port or found elsewhere.
+    Mount,
+    /// The export's root handle, from MNT.
+    RootHandle,
+    /// NFS takes that handle: GETATTR of the root answers.
+    RootAttributes,
+    /// READDIRPLUS of the root answers.
+    RootListing,
+}
+
+impl Need {
+    /// Why a step that needs this was not tried.
+    fn missing(self, o: &ServerOptions) -> String {
+        match self {
+            Need::Connection => "no TCP connection".into(),
+            Need::RpcAnswer => format!("port {} does not answer RPC", o.port),
+            Need::Nfs => "NFS does not answer on the given port".into(),
+            Need::Mount => "no MOUNT service".into(),
+            Need::RootHandle => "MNT failed".into(),
+            Need::RootAttributes => "GETATTR failed".into(),
+            Need::RootListing => "READDIRPLUS failed".into(),
+        }
+    }
+}
+
+/// Report every step that needs `missing` as skipped, in walk order, saying why. The walk calls
+/// it where `missing` turned out missing; the steps needing it all come right after that point.
+fn skip_needing(r: &mut ServerReport, o: &ServerOptions, missing: Need) {
+    let why = format!("not tried: {}", missing.missing(o));
+    for step in StepName::ALL {
+        if step.needs().contains(&missing) {
+            r.steps.push(Step::skipped(step.name(), why.clone()));
+        }
+    }
+}
+
 /// Walk the server; never fails: every failure is a step with its verdict.
 pub async fn diagnose(o: &ServerOptions) -> ServerReport {
-    let shown = if o.host.contains(':') {
-        format!("[{}]:{}", o.host, o.port)
-    } else {
-        format!("{}:{}", o.host, o.port)
-    };
-    let mut r = ServerReport {
-        server: shown.clone(),
-        host: o.host.clone(),
-        address: None,
-        nfs_port: o.port,
-        mount_port: None,
-        mount_port_found_via: None,
-        export: o.export.clone(),
-        portmapper: None,
-        exports: None,
-        steps: Vec::new(),
-        mount_lines: None,
-        problems: 0,
-        healthy: false,
-    };
+    let mut r = ServerReport::empty(o);
     walk(o, &mut r).await;
     r.problems = count_problems(&r.steps);
     r.healthy = r.problems == 0;
     r
+}
+
+impl ServerReport {
+    /// A report on `o`'s server before anything was tried.
+    fn empty(o: &ServerOptions) -> Self {
+        let shown = if o.host.contains(':') {
+            format!("[{}]:{}", o.host, o.port)
+        } else {
+            format!("{}:{}", o.host, o.port)
+        };
+        ServerReport {
+            server: shown,
+            host: o.host.clone(),
+            address: None,
+            nfs_port: o.port,
+            mount_port: None,
+            mount_port_found_via: None,
+            export: o.export.clone(),
+            portmapper: None,
+            exports: None,
+            steps: Vec::new(),
+            mount_lines: None,
+            problems: 0,
+            healthy: false,
+        }
+    }
 }
 
 async fn walk(o: &ServerOptions, r: &mut ServerReport) {
@@ -318,16 +446,10 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
                 }
             }
         } else {
-            r.steps.push(Step::skipped(
-                "mount_null",
-                format!("not tried: port {} does not answer RPC", o.port),
-            ));
+            skip_needing(r, o, Need::RpcAnswer);
         }
     } else {
-        r.steps
-            .push(Step::skipped("nfs_null", "not tried: no TCP connection"));
-        r.steps
-            .push(Step::skipped("mount_null", "not tried: no TCP connection"));
+        skip_needing(r, o, Need::Connection);
     }
 
     // 4. The portmapper on port 111: what a kernel mount without port options asks.
@@ -377,19 +499,7 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
         });
     }
     if !nfs_ok {
-        for s in [
-            "mount_lookup",
-            "export_list",
-            "mnt",
-            "getattr_root",
-            "readdirplus_root",
-            "read_file",
-        ] {
-            r.steps.push(Step::skipped(
-                s,
-                "not tried: NFS does not answer on the given port",
-            ));
-        }
+        skip_needing(r, o, Need::Nfs);
         return;
     }
     let conn = conn.expect("NFS answered, so connected");
@@ -464,16 +574,7 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
                 ),
             };
             r.steps.push(step);
-            for s in [
-                "export_list",
-                "mnt",
-                "getattr_root",
-                "readdirplus_root",
-                "read_file",
-            ] {
-                r.steps
-                    .push(Step::skipped(s, "not tried: no MOUNT service"));
-            }
+            skip_needing(r, o, Need::Mount);
             return;
         }
     }
@@ -637,9 +738,7 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
         }
     };
     let Some(root) = root else {
-        for s in ["getattr_root", "readdirplus_root", "read_file"] {
-            r.steps.push(Step::skipped(s, "not tried: MNT failed"));
-        }
+        skip_needing(r, o, Need::RootHandle);
         return;
     };
 
@@ -671,9 +770,7 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
         ),
         Err(e) => {
             r.steps.push(Step::problem("getattr_root", format!("GETATTR of the root handle from MNT: {}", describe(&e)), "the NFS service does not accept the handle its MOUNT service gave (a stale or mismatched export): restart the server, see its log").took(took));
-            for s in ["readdirplus_root", "read_file"] {
-                r.steps.push(Step::skipped(s, "not tried: GETATTR failed"));
-            }
+            skip_needing(r, o, Need::RootAttributes);
             let _ = mount.umnt(o.export.as_bytes()).await;
             return;
         }
@@ -715,9 +812,7 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
         }
     };
     match entries {
-        None => r
-            .steps
-            .push(Step::skipped("read_file", "not tried: READDIRPLUS failed")),
+        None => skip_needing(r, o, Need::RootListing),
         Some(entries) => {
             let start = Instant::now();
             let found = find_file(&nfs, entries, t).await;
@@ -937,5 +1032,150 @@ pub async fn find_mount_port(
     match view.mount_v3_tcp {
         Some(p) if p > 0 && p <= 65535 => Ok(p as u16),
         _ => Err(format!("MOUNT is not on port {} and the portmapper on {pm_addr} does not know it: give the MOUNT port", nfs.port())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options() -> ServerOptions {
+        ServerOptions {
+            host: "127.0.0.1".into(),
+            port: 2049,
+            export: "/".into(),
+            timeout: Duration::from_secs(5),
+            portmap_port: 111,
+            mount_port: None,
+            target: "/mnt/dfs".into(),
+        }
+    }
+
+    fn skipped_when_missing(missing: Need) -> Vec<(String, String)> {
+        let o = options();
+        let mut r = ServerReport::empty(&o);
+        skip_needing(&mut r, &o, missing);
+        assert!(r.steps.iter().all(|s| s.verdict == Verdict::Skipped));
+        r.steps
+            .iter()
+            .map(|s| (s.step.to_owned(), s.summary.clone()))
+            .collect()
+    }
+
+    #[test]
+    fn step_names_are_the_identifiers_reports_carry() {
+        let names: Vec<String> = StepName::ALL.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            names,
+            [
+                "resolve",
+                "tcp_connect",
+                "nfs_null",
+                "mount_null",
+                "portmapper",
+                "mount_lookup",
+                "export_list",
+                "mnt",
+                "getattr_root",
+                "readdirplus_root",
+                "read_file"
+            ]
+        );
+    }
+
+    /// Skipped steps are reported together where the need turned out missing, so the steps
+    /// needing one thing must follow each other: nothing that still runs may sit between them.
+    #[test]
+    fn the_steps_needing_one_thing_are_consecutive() {
+        for need in [
+            Need::Connection,
+            Need::RpcAnswer,
+            Need::Nfs,
+            Need::Mount,
+            Need::RootHandle,
+            Need::RootAttributes,
+            Need::RootListing,
+        ] {
+            let at: Vec<usize> = (0..StepName::ALL.len())
+                .filter(|&i| StepName::ALL[i].needs().contains(&need))
+                .collect();
+            assert!(!at.is_empty(), "{need:?} is needed by no step");
+            assert_eq!(at.len(), at[at.len() - 1] - at[0] + 1, "{need:?}: {at:?}");
+        }
+    }
+
+    #[test]
+    fn no_connection_skips_both_nulls_but_not_the_portmapper() {
+        let skipped = skipped_when_missing(Need::Connection);
+        let names: Vec<&str> = skipped.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(names, ["nfs_null", "mount_null"]);
+        assert!(skipped
+            .iter()
+            .all(|(_, why)| why == "not tried: no TCP connection"));
+    }
+
+    #[test]
+    fn no_nfs_skips_everything_after_the_portmapper() {
+        let skipped = skipped_when_missing(Need::Nfs);
+        let names: Vec<&str> = skipped.iter().map(|(n, _)| n.as_str()).collect();
+        assert_eq!(
+            names,
+            [
+                "mount_lookup",
+                "export_list",
+                "mnt",
+                "getattr_root",
+                "readdirplus_root",
+                "read_file"
+            ]
+        );
+        assert!(skipped
+            .iter()
+            .all(|(_, why)| why == "not tried: NFS does not answer on the given port"));
+    }
+
+    #[test]
+    fn a_failed_step_skips_the_later_ones_naming_it() {
+        for (missing, steps, why) in [
+            (
+                Need::RpcAnswer,
+                &["mount_null"][..],
+                "not tried: port 2049 does not answer RPC",
+            ),
+            (
+                Need::Mount,
+                &[
+                    "export_list",
+                    "mnt",
+                    "getattr_root",
+                    "readdirplus_root",
+                    "read_file",
+                ][..],
+                "not tried: no MOUNT service",
+            ),
+            (
+                Need::RootHandle,
+                &["getattr_root", "readdirplus_root", "read_file"][..],
+                "not tried: MNT failed",
+            ),
+            (
+                Need::RootAttributes,
+                &["readdirplus_root", "read_file"][..],
+                "not tried: GETATTR failed",
+            ),
+            (
+                Need::RootListing,
+                &["read_file"][..],
+                "not tried: READDIRPLUS failed",
+            ),
+        ] {
+            let skipped = skipped_when_missing(missing);
+            let names: Vec<&str> = skipped.iter().map(|(n, _)| n.as_str()).collect();
+            assert_eq!(names, steps, "{missing:?}");
+            assert!(
+                skipped.iter().all(|(_, w)| w == why),
+                "{missing:?}: {skipped:?}"
+            );
+        }
     }
 }
