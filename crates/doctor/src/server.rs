@@ -3,6 +3,10 @@
 //!
 //! Works against any NFSv3 server: when MOUNT is not on the NFS port (kernel nfsd, nfs-ganesha)
 //! its port comes from the portmapper, and the mount lines then carry both ports.
+//!
+//! Each step is one method of `Walk`, which reports it and returns what later steps need from it
+//! (the connection, the MOUNT service found, the root handle, ...). Which steps a failure leaves
+//! untried comes from one table, [`StepName`]'s needs: they are reported skipped, saying why.
 
 use crate::lines::{mount_lines, LineInputs, MountLines};
 use crate::report::{count_problems, render_steps, verdict_line, Step, Verdict};
@@ -219,8 +223,10 @@ impl StepName {
     }
 
     /// What this step needs earlier steps to have established: the one definition of which
-    /// steps a failure skips. Each list names everything the step relies on, so a step that
-    /// loses any of it is reported skipped (see [`Need::missing`] for the reason given).
+    /// steps a failure skips. Each list names everything the step relies on, so a step is
+    /// reported skipped, with [`Need::missing`] as the reason, when any of it is missing.
+    /// From `mount_lookup` on the walk is about an NFS server, so those steps need [`Need::Nfs`]
+    /// rather than the connection it implies: without one they say NFS does not answer.
     /// Without an address nothing is tried at all: the report ends at `resolve`.
     fn needs(self) -> &'static [Need] {
         use Need::*;
@@ -234,6 +240,22 @@ impl StepName {
             StepName::ReaddirplusRoot => &[Nfs, Mount, RootHandle, RootAttributes],
             StepName::ReadFile => &[Nfs, Mount, RootHandle, RootAttributes, RootListing],
         }
+    }
+
+    fn ok(self, summary: impl Into<String>) -> Step {
+        Step::ok(self.name(), summary)
+    }
+
+    fn note(self, summary: impl Into<String>) -> Step {
+        Step::note(self.name(), summary)
+    }
+
+    fn problem(self, summary: impl Into<String>, fix: impl Into<String>) -> Step {
+        Step::problem(self.name(), summary, fix)
+    }
+
+    fn skipped(self, why: impl Into<String>) -> Step {
+        Step::skipped(self.name(), why)
     }
 }
 
@@ -277,21 +299,10 @@ impl Need {
     }
 }
 
-/// Report every step that needs `missing` as skipped, in walk order, saying why. The walk calls
-/// it where `missing` turned out missing; the steps needing it all come right after that point.
-fn skip_needing(r: &mut ServerReport, o: &ServerOptions, missing: Need) {
-    let why = format!("not tried: {}", missing.missing(o));
-    for step in StepName::ALL {
-        if step.needs().contains(&missing) {
-            r.steps.push(Step::skipped(step.name(), why.clone()));
-        }
-    }
-}
-
 /// Walk the server; never fails: every failure is a step with its verdict.
 pub async fn diagnose(o: &ServerOptions) -> ServerReport {
     let mut r = ServerReport::empty(o);
-    walk(o, &mut r).await;
+    Walk { o, r: &mut r }.run().await;
     r.problems = count_problems(&r.steps);
     r.healthy = r.problems == 0;
     r
@@ -323,200 +334,356 @@ impl ServerReport {
     }
 }
 
-async fn walk(o: &ServerOptions, r: &mut ServerReport) {
-    let t = o.timeout;
-    // 1. Resolve.
-    let (res, took) = timed(t, tokio::net::lookup_host((o.host.as_str(), o.port))).await;
-    let addrs: Vec<SocketAddr> = match res {
-        Some(Ok(it)) => it.collect(),
-        Some(Err(e)) => {
-            r.steps.push(Step::problem("resolve", format!("cannot resolve {}: {e}", o.host), "give an IP address, or a name this machine resolves (the kubelet resolves with the node's resolver, not cluster DNS)").took(took));
-            return;
+/// What answered NULL on the given port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum NfsAnswer {
+    /// NFS v3.
+    Nfs,
+    /// An RPC reply, but not from NFS v3 (another program or version, a refusal, ...).
+    NotNfs,
+    /// Nothing: no reply in time, or the connection closed.
+    Silent,
+}
+
+/// How the MOUNT service was found (the report's `mount_port_found_via`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FoundVia {
+    /// On the NFS port itself.
+    NfsPort,
+    /// On the `--mount-port` given.
+    Flag,
+    /// Where the portmapper said.
+    Portmapper,
+    /// Where the server's own PORTMAP, on the NFS port, said.
+    ServerPortmap,
+}
+
+impl FoundVia {
+    fn as_str(self) -> &'static str {
+        match self {
+            FoundVia::NfsPort => "nfs_port",
+            FoundVia::Flag => "flag",
+            FoundVia::Portmapper => "portmapper",
+            FoundVia::ServerPortmap => "server_portmap",
         }
-        None => {
-            r.steps.push(
-                Step::problem(
-                    "resolve",
-                    format!("resolving {} took longer than {}", o.host, secs(t)),
-                    "check this machine's resolver, or give an IP address",
-                )
-                .took(took),
-            );
+    }
+}
+
+/// A MOUNT v3 service that answered NULL, and where.
+struct MountService {
+    client: MountClient,
+    port: u16,
+}
+
+/// One walk: what it was asked, and the report it fills in. Each step is a method that reports
+/// itself and returns what later steps need from it.
+struct Walk<'a> {
+    o: &'a ServerOptions,
+    r: &'a mut ServerReport,
+}
+
+impl Walk<'_> {
+    /// The steps in order, each given what it needs by the ones before it.
+    async fn run(&mut self) {
+        // Without an address there is nothing to try: the report ends at `resolve`.
+        let Some(addr) = self.resolve().await else {
             return;
-        }
-    };
-    let Some(addr) = addrs
-        .iter()
-        .find(|a| a.is_ipv4())
-        .or(addrs.first())
-        .copied()
-    else {
-        r.steps.push(Step::problem(
-            "resolve",
-            format!("{} resolves to no address", o.host),
-            "give an IP address",
-        ));
-        return;
-    };
-    r.address = Some(addr.ip().to_string());
-    if o.host.parse::<IpAddr>().is_err() {
-        r.steps
-            .push(Step::ok("resolve", format!("{} resolves to {}", o.host, addr.ip())).took(took));
+        };
+        let (nfs, mount_here) = match self.tcp_connect(addr).await {
+            None => {
+                self.skip_needing(Need::Connection);
+                (None, None)
+            }
+            Some(conn) => {
+                let answer = self.nfs_null(&conn).await;
+                let mount_here = match answer {
+                    NfsAnswer::Silent => {
+                        self.skip_needing(Need::RpcAnswer);
+                        None
+                    }
+                    NfsAnswer::Nfs | NfsAnswer::NotNfs => self.mount_null(&conn).await,
+                };
+                ((answer == NfsAnswer::Nfs).then_some(conn), mount_here)
+            }
+        };
+        let registered_mount = self.portmapper(addr, nfs.is_some()).await;
+        let Some(conn) = nfs else {
+            self.skip_needing(Need::Nfs);
+            return;
+        };
+        let found = match mount_here {
+            Some(found) => Some(found),
+            None => self.mount_lookup(addr, &conn, registered_mount).await,
+        };
+        let Some(mount) = found else {
+            self.skip_needing(Need::Mount);
+            return;
+        };
+        self.r.mount_lines = Some(mount_lines(&LineInputs {
+            host: &self.o.host,
+            ip: addr.ip(),
+            nfs_port: self.o.port,
+            mount_port: mount.port,
+            export: &self.o.export,
+            target: &self.o.target,
+        }));
+        let exports = self.export_list(&mount.client).await;
+        let Some(root) = self.mnt(&mount.client, &exports).await else {
+            self.skip_needing(Need::RootHandle);
+            return;
+        };
+        self.under_root(&NfsClient::new(conn), &root).await;
+        // Done with the export, as a kernel client is when it unmounts.
+        let _ =
+            tokio::time::timeout(self.o.timeout, mount.client.umnt(self.o.export.as_bytes())).await;
     }
 
-    // 2. TCP connect.
-    let conn = match connect(addr, t).await {
-        Ok((stream, took)) => {
-            r.steps
-                .push(Step::ok("tcp_connect", format!("connected to {addr}")).took(took));
-            Some(rpc(stream, t))
+    /// The steps on the export's root, once MNT gave its handle.
+    async fn under_root(&mut self, nfs: &NfsClient, root: &NfsFh3) {
+        if !self.getattr_root(nfs, root).await {
+            self.skip_needing(Need::RootAttributes);
+            return;
         }
-        Err(why) => {
-            let fix = if why == "connection refused" {
-                format!("nothing listens on port {}: start the server, or give the port it listens on (mountshare serve --listen); the portmapper step below may name the right one", o.port)
-            } else {
-                "the host is down or a firewall drops the packets: check the address and the network path (a Service without endpoints looks like this too)".to_owned()
-            };
-            r.steps.push(Step::problem(
-                "tcp_connect",
-                format!("TCP connect to {addr}: {why}"),
-                fix,
-            ));
-            None
-        }
-    };
-
-    // 3. NULL on NFS and on MOUNT, on the given port.
-    let mut nfs_ok = false;
-    if let Some(conn) = &conn {
-        let nfs = NfsClient::new(conn.clone());
-        let start = Instant::now();
-        let res = nfs.null().await;
-        let took = start.elapsed();
-        let rpc_answers = match &res {
-            Ok(()) => true,
-            Err(e) => !matches!(e, ClientError::Timeout(_) | ClientError::Closed(_)),
+        let Some(entries) = self.readdirplus_root(nfs, root).await else {
+            self.skip_needing(Need::RootListing);
+            return;
         };
+        self.read_file(nfs, entries).await;
+    }
+
+    fn report(&mut self, step: Step) {
+        self.r.steps.push(step);
+    }
+
+    /// Report every step that needs `missing` as skipped, in walk order, saying why. The walk
+    /// calls it where `missing` turned out missing; the steps needing it all come right after.
+    fn skip_needing(&mut self, missing: Need) {
+        let why = format!("not tried: {}", missing.missing(self.o));
+        for step in StepName::ALL {
+            if step.needs().contains(&missing) {
+                self.report(step.skipped(why.clone()));
+            }
+        }
+    }
+
+    /// Where MOUNT answered, for the report.
+    fn found_mount(&mut self, client: MountClient, port: u16, via: FoundVia) -> MountService {
+        self.r.mount_port = Some(port);
+        self.r.mount_port_found_via = Some(via.as_str());
+        MountService { client, port }
+    }
+
+    /// `resolve`: the address to talk to (IPv4 first); `None` when there is none.
+    async fn resolve(&mut self) -> Option<SocketAddr> {
+        let (o, t) = (self.o, self.o.timeout);
+        let (res, took) = timed(t, tokio::net::lookup_host((o.host.as_str(), o.port))).await;
+        let addrs: Vec<SocketAddr> = match res {
+            Some(Ok(it)) => it.collect(),
+            Some(Err(e)) => {
+                self.report(StepName::Resolve.problem(format!("cannot resolve {}: {e}", o.host), "give an IP address, or a name this machine resolves (the kubelet resolves with the node's resolver, not cluster DNS)").took(took));
+                return None;
+            }
+            None => {
+                self.report(
+                    StepName::Resolve
+                        .problem(
+                            format!("resolving {} took longer than {}", o.host, secs(t)),
+                            "check this machine's resolver, or give an IP address",
+                        )
+                        .took(took),
+                );
+                return None;
+            }
+        };
+        let Some(addr) = addrs
+            .iter()
+            .find(|a| a.is_ipv4())
+            .or(addrs.first())
+            .copied()
+        else {
+            self.report(StepName::Resolve.problem(
+                format!("{} resolves to no address", o.host),
+                "give an IP address",
+            ));
+            return None;
+        };
+        self.r.address = Some(addr.ip().to_string());
+        if o.host.parse::<IpAddr>().is_err() {
+            self.report(
+                StepName::Resolve
+                    .ok(format!("{} resolves to {}", o.host, addr.ip()))
+                    .took(took),
+            );
+        }
+        Some(addr)
+    }
+
+    /// `tcp_connect`: an RPC connection to the given port.
+    async fn tcp_connect(&mut self, addr: SocketAddr) -> Option<RpcConnection> {
+        let (o, t) = (self.o, self.o.timeout);
+        match connect(addr, t).await {
+            Ok((stream, took)) => {
+                self.report(
+                    StepName::TcpConnect
+                        .ok(format!("connected to {addr}"))
+                        .took(took),
+                );
+                Some(rpc(stream, t))
+            }
+            Err(why) => {
+                let fix = if why == "connection refused" {
+                    format!("nothing listens on port {}: start the server, or give the port it listens on (mountshare serve --listen); the portmapper step below may name the right one", o.port)
+                } else {
+                    "the host is down or a firewall drops the packets: check the address and the network path (a Service without endpoints looks like this too)".to_owned()
+                };
+                self.report(
+                    StepName::TcpConnect.problem(format!("TCP connect to {addr}: {why}"), fix),
+                );
+                None
+            }
+        }
+    }
+
+    /// `nfs_null`: whether NFS v3, some other RPC service or nothing answers on the given port.
+    async fn nfs_null(&mut self, conn: &RpcConnection) -> NfsAnswer {
+        let (o, t) = (self.o, self.o.timeout);
+        let start = Instant::now();
+        let res = NfsClient::new(conn.clone()).null().await;
+        let took = start.elapsed();
+        let e = match res {
+            Ok(()) => {
+                self.report(
+                    StepName::NfsNull
+                        .ok(format!("NFS v3 answers NULL on port {}", o.port))
+                        .took(took),
+                );
+                return NfsAnswer::Nfs;
+            }
+            Err(e) => e,
+        };
+        let (what, fix) = match &e {
+            ClientError::Timeout(_) => (
+                format!("NFS NULL on port {}: no reply within {}: something accepts TCP connections there but does not answer RPC", o.port, secs(t)),
+                "a hung server or a proxy without a backend: check that the server process is alive and serving (its log), and restart it".to_owned(),
+            ),
+            e if is_prog_unavail(e) => (
+                format!("NFS NULL on port {}: {}: this port runs another RPC service, not NFS", o.port, describe(e)),
+                "give the NFS port (usually 2049; the portmapper step below may name it)".to_owned(),
+            ),
+            ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgMismatch { low, high })) => (
+                format!("NFS NULL on port {}: no NFS version 3 (the server offers versions {low} to {high})", o.port),
+                "use an NFSv3 server or enable version 3 on it (kernel mounts with vers=3 will fail)".to_owned(),
+            ),
+            e => (
+                format!("NFS NULL on port {}: {}", o.port, describe(e)),
+                "the port does not speak ONC-RPC over TCP as NFS does: check the address, port and that the server allows this client".to_owned(),
+            ),
+        };
+        self.report(StepName::NfsNull.problem(what, fix).took(took));
+        if matches!(e, ClientError::Timeout(_) | ClientError::Closed(_)) {
+            NfsAnswer::Silent
+        } else {
+            NfsAnswer::NotNfs
+        }
+    }
+
+    /// `mount_null`: MOUNT v3 on the NFS port too, as on a mountshare server.
+    async fn mount_null(&mut self, conn: &RpcConnection) -> Option<MountService> {
+        let o = self.o;
+        let client = MountClient::new(conn.clone());
+        let start = Instant::now();
+        let res = client.null().await;
+        let took = start.elapsed();
         match res {
             Ok(()) => {
-                nfs_ok = true;
-                r.steps.push(
-                    Step::ok(
-                        "nfs_null",
-                        format!("NFS v3 answers NULL on port {}", o.port),
-                    )
-                    .took(took),
-                );
+                self.report(StepName::MountNull.ok(format!("MOUNT v3 answers NULL on the NFS port {} (one port for both: port=mountport={})", o.port, o.port)).took(took));
+                Some(self.found_mount(client, o.port, FoundVia::NfsPort))
             }
             Err(e) => {
-                let (what, fix) = match &e {
-                    ClientError::Timeout(_) => (
-                        format!("NFS NULL on port {}: no reply within {}: something accepts TCP connections there but does not answer RPC", o.port, secs(t)),
-                        "a hung server or a proxy without a backend: check that the server process is alive and serving (its log), and restart it".to_owned(),
-                    ),
-                    e if is_prog_unavail(e) => (
-                        format!("NFS NULL on port {}: {}: this port runs another RPC service, not NFS", o.port, describe(e)),
-                        "give the NFS port (usually 2049; the portmapper step below may name it)".to_owned(),
-                    ),
-                    ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgMismatch { low, high })) => (
-                        format!("NFS NULL on port {}: no NFS version 3 (the server offers versions {low} to {high})", o.port),
-                        "use an NFSv3 server or enable version 3 on it (kernel mounts with vers=3 will fail)".to_owned(),
-                    ),
-                    e => (
-                        format!("NFS NULL on port {}: {}", o.port, describe(e)),
-                        "the port does not speak ONC-RPC over TCP as NFS does: check the address, port and that the server allows this client".to_owned(),
-                    ),
-                };
-                r.steps
-                    .push(Step::problem("nfs_null", what, fix).took(took));
+                self.report(StepName::MountNull.note(format!("MOUNT v3 on port {}: {} (usual for kernel nfsd and nfs-ganesha, which run MOUNT on a port of its own): looking for it through the portmapper", o.port, describe(&e))).took(took));
+                None
             }
         }
-        if rpc_answers {
-            let start = Instant::now();
-            let res = MountClient::new(conn.clone()).null().await;
-            let took = start.elapsed();
-            match res {
-                Ok(()) => {
-                    r.mount_port = Some(o.port);
-                    r.mount_port_found_via = Some("nfs_port");
-                    r.steps.push(Step::ok("mount_null", format!("MOUNT v3 answers NULL on the NFS port {} (one port for both: port=mountport={})", o.port, o.port)).took(took));
-                }
-                Err(e) => {
-                    r.steps.push(Step::note("mount_null", format!("MOUNT v3 on port {}: {} (usual for kernel nfsd and nfs-ganesha, which run MOUNT on a port of its own): looking for it through the portmapper", o.port, describe(&e))).took(took));
-                }
+    }
+
+    /// `portmapper`: what a kernel mount without port options asks the portmapper; returns the
+    /// MOUNT port it names. `nfs_answers` (NFS NULL answered) only words the advice.
+    async fn portmapper(&mut self, addr: SocketAddr, nfs_answers: bool) -> Option<u16> {
+        let o = self.o;
+        let pm_addr = SocketAddr::new(addr.ip(), o.portmap_port);
+        let (view, took) = match ask_portmapper(pm_addr, o.timeout).await {
+            Ok(answer) => answer,
+            Err(why) => {
+                self.report(
+                    StepName::Portmapper.note(format!("no portmapper on {pm_addr} ({why}): a kernel mount without port= and mountport= fails or hangs asking for it"))
+                        .fix(if nfs_answers {
+                            "mount with the lines below, which give port= and mountport=; or run a portmapper (mountshare serve --portmap)"
+                        } else {
+                            "once NFS answers, mount with port= and mountport= (the doctor prints the lines), or run a portmapper (mountshare serve --portmap)"
+                        }),
+                );
+                self.r.portmapper = Some(PortmapperView {
+                    address: pm_addr.to_string(),
+                    answers: false,
+                    nfs_v3_tcp: None,
+                    mount_v3_tcp: None,
+                    registrations: Vec::new(),
+                });
+                return None;
             }
+        };
+        let nfs = view.nfs_v3_tcp.unwrap_or(0);
+        let mnt = view.mount_v3_tcp.unwrap_or(0);
+        let said =
+            format!(
+            "portmapper on {pm_addr} answers: NFS v3/TCP {}, MOUNT v3/TCP {} ({} registrations)",
+            if nfs == 0 { "not registered".to_owned() } else { format!("on {nfs}") },
+            if mnt == 0 { "not registered".to_owned() } else { format!("on {mnt}") },
+            view.registrations.len()
+        );
+        let step = if nfs == u32::from(o.port) {
+            StepName::Portmapper.ok(said)
+        } else if nfs == 0 {
+            StepName::Portmapper
+                .note(format!(
+                    "{said}: it does not know this server, so a mount without port= fails"
+                ))
+                .fix("mount with the lines below, which give port= and mountport=")
+        } else if nfs_answers {
+            StepName::Portmapper
+                .note(format!(
+                    "{said}: a mount without port= goes to port {nfs}, not {}",
+                    o.port
+                ))
+                .fix("mount with the lines below, which give port= explicitly")
         } else {
-            skip_needing(r, o, Need::RpcAnswer);
-        }
-    } else {
-        skip_needing(r, o, Need::Connection);
+            StepName::Portmapper
+                .note(format!(
+                    "{said}: NFS is registered on port {nfs}, not {}",
+                    o.port
+                ))
+                .fix(format!("use {}:{nfs}", o.host))
+        };
+        self.report(step.took(took));
+        self.r.portmapper = Some(view);
+        port16(mnt)
     }
 
-    // 4. The portmapper on port 111: what a kernel mount without port options asks.
-    let pm_addr = SocketAddr::new(addr.ip(), o.portmap_port);
-    let pm = portmapper(pm_addr, t).await;
-    match &pm {
-        Err(why) => r.steps.push(
-            Step::note("portmapper", format!("no portmapper on {pm_addr} ({why}): a kernel mount without port= and mountport= fails or hangs asking for it"))
-                .fix(if nfs_ok {
-                    "mount with the lines below, which give port= and mountport=; or run a portmapper (mountshare serve --portmap)"
-                } else {
-                    "once NFS answers, mount with port= and mountport= (the doctor prints the lines), or run a portmapper (mountshare serve --portmap)"
-                }),
-        ),
-        Ok((view, took)) => {
-            let nfs = view.nfs_v3_tcp.unwrap_or(0);
-            let mnt = view.mount_v3_tcp.unwrap_or(0);
-            let said = format!(
-                "portmapper on {pm_addr} answers: NFS v3/TCP {}, MOUNT v3/TCP {} ({} registrations)",
-                if nfs == 0 { "not registered".to_owned() } else { format!("on {nfs}") },
-                if mnt == 0 { "not registered".to_owned() } else { format!("on {mnt}") },
-                view.registrations.len()
-            );
-            let step = if nfs == u32::from(o.port) {
-                Step::ok("portmapper", said)
-            } else if nfs == 0 {
-                Step::note("portmapper", format!("{said}: it does not know this server, so a mount without port= fails"))
-                    .fix("mount with the lines below, which give port= and mountport=")
-            } else if nfs_ok {
-                Step::note("portmapper", format!("{said}: a mount without port= goes to port {nfs}, not {}", o.port))
-                    .fix("mount with the lines below, which give port= explicitly")
-            } else {
-                Step::note("portmapper", format!("{said}: NFS is registered on port {nfs}, not {}", o.port))
-                    .fix(format!("use {}:{nfs}", o.host))
-            };
-            r.steps.push(step.took(*took));
-            r.portmapper = Some(view.clone());
-        }
-    }
-    if r.portmapper.is_none() {
-        r.portmapper = Some(PortmapperView {
-            address: pm_addr.to_string(),
-            answers: false,
-            nfs_v3_tcp: None,
-            mount_v3_tcp: None,
-            registrations: Vec::new(),
-        });
-    }
-    if !nfs_ok {
-        skip_needing(r, o, Need::Nfs);
-        return;
-    }
-    let conn = conn.expect("NFS answered, so connected");
-
-    // 5. Find MOUNT when it is not on the NFS port.
-    let mut mount_conn = None;
-    if r.mount_port.is_some() {
-        mount_conn = Some(conn.clone());
-    } else {
-        let mut candidates: Vec<(u16, &'static str)> = Vec::new();
+    /// `mount_lookup`, when MOUNT is not on the NFS port: on the `--mount-port` given, then where
+    /// the portmapper said (`registered`), or else where the server's own PORTMAP says.
+    async fn mount_lookup(
+        &mut self,
+        addr: SocketAddr,
+        conn: &RpcConnection,
+        registered: Option<u16>,
+    ) -> Option<MountService> {
+        let (o, t) = (self.o, self.o.timeout);
+        let mut candidates: Vec<(u16, FoundVia)> = Vec::new();
         if let Some(p) = o.mount_port {
-            candidates.push((p, "flag"));
+            candidates.push((p, FoundVia::Flag));
         }
-        if let Ok((view, _)) = &pm {
-            if let Some(p) = view.mount_v3_tcp.filter(|p| *p > 0 && *p <= 65535) {
-                candidates.push((p as u16, "portmapper"));
-            }
+        if let Some(p) = registered {
+            candidates.push((p, FoundVia::Portmapper));
         }
         if candidates.is_empty() {
             // A single-port server may answer PORTMAP on its own port.
@@ -524,136 +691,111 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
                 .getport(MOUNT_PROGRAM, MOUNT_V3, IPPROTO_TCP)
                 .await
             {
-                if p > 0 && p <= 65535 {
-                    candidates.push((p as u16, "server_portmap"));
+                if let Some(p) = port16(p) {
+                    candidates.push((p, FoundVia::ServerPortmap));
                 }
             }
         }
         let mut last_err = None;
         for (port, via) in candidates {
-            let maddr = SocketAddr::new(addr.ip(), port);
             let start = Instant::now();
-            let attempt = async {
-                let (s, _) = connect(maddr, t).await?;
-                let c = rpc(s, t);
-                MountClient::new(c.clone())
-                    .null()
-                    .await
-                    .map_err(|e| describe(&e))?;
-                Ok::<_, String>(c)
-            };
-            match attempt.await {
-                Ok(c) => {
+            match mount_at(SocketAddr::new(addr.ip(), port), t).await {
+                Ok(client) => {
                     let how = match via {
-                        "flag" => "on the --mount-port given".to_owned(),
-                        "portmapper" => {
+                        FoundVia::Flag => "on the --mount-port given".to_owned(),
+                        FoundVia::Portmapper => {
                             format!("through the portmapper on port {}", o.portmap_port)
                         }
                         _ => format!("through the server's own PORTMAP on port {}", o.port),
                     };
-                    r.steps.push(Step::ok("mount_lookup", format!("MOUNT v3 found {how}: port {port}; NFS port {} != MOUNT port {port}, so mount options must carry both (port={},mountport={port})", o.port, o.port)).took(start.elapsed()));
-                    r.mount_port = Some(port);
-                    r.mount_port_found_via = Some(via);
-                    mount_conn = Some(c);
-                    break;
+                    self.report(StepName::MountLookup.ok(format!("MOUNT v3 found {how}: port {port}; NFS port {} != MOUNT port {port}, so mount options must carry both (port={},mountport={port})", o.port, o.port)).took(start.elapsed()));
+                    return Some(self.found_mount(client, port, via));
                 }
                 Err(e) => last_err = Some((port, via, e, start.elapsed())),
             }
         }
-        if mount_conn.is_none() {
-            let step = match last_err {
-                Some((port, via, e, took)) => Step::problem(
-                    "mount_lookup",
-                    format!("MOUNT v3 should be on port {port} (from the {}), but it does not answer there: {e}", if via == "flag" { "--mount-port" } else { "portmapper" }),
-                    "the server's mount daemon (mountd) is down or firewalled: start it, or open its port",
-                ).took(took),
-                None => Step::problem(
-                    "mount_lookup",
-                    format!("no MOUNT v3 service found: not on port {}, and no portmapper names one", o.port),
-                    "give --mount-port N if you know it; a kernel mount needs mountport=N and hangs without it",
-                ),
-            };
-            r.steps.push(step);
-            skip_needing(r, o, Need::Mount);
-            return;
-        }
+        let step = match last_err {
+            Some((port, via, e, took)) => StepName::MountLookup.problem(
+                format!("MOUNT v3 should be on port {port} (from the {}), but it does not answer there: {e}", if via == FoundVia::Flag { "--mount-port" } else { "portmapper" }),
+                "the server's mount daemon (mountd) is down or firewalled: start it, or open its port",
+            ).took(took),
+            None => StepName::MountLookup.problem(
+                format!("no MOUNT v3 service found: not on port {}, and no portmapper names one", o.port),
+                "give --mount-port N if you know it; a kernel mount needs mountport=N and hangs without it",
+            ),
+        };
+        self.report(step);
+        None
     }
-    let mount = MountClient::new(mount_conn.expect("set above"));
-    let mount_port = r.mount_port.expect("set with mount_conn");
-    r.mount_lines = Some(mount_lines(&LineInputs {
-        host: &o.host,
-        ip: addr.ip(),
-        nfs_port: o.port,
-        mount_port,
-        export: &o.export,
-        target: &o.target,
-    }));
 
-    // 6. EXPORT list.
-    let start = Instant::now();
-    let exports = mount.export().await;
-    let took = start.elapsed();
-    let mut listed = Vec::new();
-    match exports {
-        Ok(list) => {
-            listed = list
-                .0
-                .iter()
-                .map(|e| ExportView {
-                    path: String::from_utf8_lossy(&e.ex_dir).into_owned(),
-                    groups: e
-                        .ex_groups
-                        .iter()
-                        .map(|g| String::from_utf8_lossy(g).into_owned())
-                        .collect(),
-                })
-                .collect::<Vec<_>>();
-            let step = if listed.is_empty() {
-                Step::note(
-                    "export_list",
-                    "the server lists no exports (some servers hide them)",
-                )
-            } else {
-                let shown: Vec<String> = listed
+    /// `export_list`: what the server says it exports (nothing when it does not say).
+    async fn export_list(&mut self, mount: &MountClient) -> Vec<ExportView> {
+        let start = Instant::now();
+        let exports = mount.export().await;
+        let took = start.elapsed();
+        let list = match exports {
+            Ok(list) => list,
+            Err(e) => {
+                self.report(
+                    StepName::ExportList
+                        .note(format!("EXPORT: {}", describe(&e)))
+                        .took(took),
+                );
+                return Vec::new();
+            }
+        };
+        let listed: Vec<ExportView> = list
+            .0
+            .iter()
+            .map(|e| ExportView {
+                path: String::from_utf8_lossy(&e.ex_dir).into_owned(),
+                groups: e
+                    .ex_groups
                     .iter()
-                    .map(|e| {
-                        if e.groups.is_empty() {
-                            format!("{} (everyone)", e.path)
-                        } else {
-                            format!("{} ({})", e.path, e.groups.join(" "))
-                        }
-                    })
-                    .collect();
-                Step::ok("export_list", format!("exports: {}", shown.join(", ")))
-            };
-            r.steps.push(step.took(took));
-            r.exports = Some(listed.clone());
-        }
-        Err(e) => r
-            .steps
-            .push(Step::note("export_list", format!("EXPORT: {}", describe(&e))).took(took)),
-    }
-
-    // 7. MNT.
-    let start = Instant::now();
-    let res = mount.mnt(o.export.as_bytes()).await;
-    let took = start.elapsed();
-    let root = match res {
-        Ok(MountRes3::Ok(ok)) => {
-            let flavors: Vec<String> = ok
-                .auth_flavors
+                    .map(|g| String::from_utf8_lossy(g).into_owned())
+                    .collect(),
+            })
+            .collect();
+        let step = if listed.is_empty() {
+            StepName::ExportList.note("the server lists no exports (some servers hide them)")
+        } else {
+            let shown: Vec<String> = listed
                 .iter()
-                .map(|f| match f {
-                    0 => "AUTH_NONE".to_owned(),
-                    1 => "AUTH_SYS".to_owned(),
-                    390003..=390005 => format!("RPCSEC_GSS/krb5 ({f})"),
-                    other => other.to_string(),
+                .map(|e| {
+                    if e.groups.is_empty() {
+                        format!("{} (everyone)", e.path)
+                    } else {
+                        format!("{} ({})", e.path, e.groups.join(" "))
+                    }
                 })
                 .collect();
-            let step = if ok.auth_flavors.is_empty() || ok.auth_flavors.contains(&1) {
-                Step::ok(
-                    "mnt",
-                    format!(
+            StepName::ExportList.ok(format!("exports: {}", shown.join(", ")))
+        };
+        self.report(step.took(took));
+        self.r.exports = Some(listed.clone());
+        listed
+    }
+
+    /// `mnt`: the export's root handle; a refusal names what `listed` offers instead.
+    async fn mnt(&mut self, mount: &MountClient, listed: &[ExportView]) -> Option<NfsFh3> {
+        let o = self.o;
+        let start = Instant::now();
+        let res = mount.mnt(o.export.as_bytes()).await;
+        let took = start.elapsed();
+        match res {
+            Ok(MountRes3::Ok(ok)) => {
+                let flavors: Vec<String> = ok
+                    .auth_flavors
+                    .iter()
+                    .map(|f| match f {
+                        0 => "AUTH_NONE".to_owned(),
+                        1 => "AUTH_SYS".to_owned(),
+                        390003..=390005 => format!("RPCSEC_GSS/krb5 ({f})"),
+                        other => other.to_string(),
+                    })
+                    .collect();
+                let step = if ok.auth_flavors.is_empty() || ok.auth_flavors.contains(&1) {
+                    StepName::Mnt.ok(format!(
                         "MNT {}: root handle of {} bytes, auth {}",
                         o.export,
                         ok.fhandle.len(),
@@ -662,196 +804,195 @@ async fn walk(o: &ServerOptions, r: &mut ServerReport) {
                         } else {
                             flavors.join(", ")
                         }
-                    ),
-                )
-            } else {
-                Step::problem(
-                    "mnt",
-                    format!(
-                        "MNT {}: the export wants {} and not AUTH_SYS",
-                        o.export,
-                        flavors.join(", ")
-                    ),
-                    "mount with the matching sec= option, or allow sec=sys on the export",
-                )
-            };
-            r.steps.push(step.took(took));
-            Some(NfsFh3 { data: ok.fhandle })
-        }
-        Ok(MountRes3::Fail(stat)) => {
-            let others: Vec<&str> = listed
-                .iter()
-                .map(|e| e.path.as_str())
-                .filter(|p| *p != o.export)
-                .collect();
-            let unlisted = !listed.is_empty() && !listed.iter().any(|e| e.path == o.export);
-            let step = match stat {
-                MountStat3::NoEnt | MountStat3::NotDir | MountStat3::Acces | MountStat3::Perm
-                    if unlisted =>
-                {
-                    Step::problem(
-                        "mnt",
+                    ))
+                } else {
+                    StepName::Mnt.problem(
                         format!(
-                            "MNT {}: no such export ({stat:?}); the server exports {}",
+                            "MNT {}: the export wants {} and not AUTH_SYS",
                             o.export,
-                            others.join(", ")
+                            flavors.join(", ")
                         ),
-                        format!(
-                            "use --export {} (and HOST:{} in mount lines): that is what the server exports",
-                            others[0], others[0]
-                        ),
+                        "mount with the matching sec= option, or allow sec=sys on the export",
                     )
-                }
-                MountStat3::NoEnt | MountStat3::NotDir => Step::problem(
-                    "mnt",
-                    format!("MNT {}: no such export ({stat:?})", o.export),
-                    if others.is_empty() {
-                        "mount the path the server exports (a mountshare server exports its directory as /)".to_owned()
-                    } else {
-                        format!("use --export {} (and HOST:{} in mount lines): that is what the server exports", others[0], others[0])
-                    },
-                ),
-                MountStat3::Acces | MountStat3::Perm => Step::problem(
-                    "mnt",
-                    format!("MNT {}: refused for this client ({stat:?})", o.export),
-                    "allow this client's address in the server's export rules",
-                ),
-                other => Step::problem(
-                    "mnt",
-                    format!("MNT {}: failed ({other:?})", o.export),
-                    "see the server's log",
-                ),
-            };
-            r.steps.push(step.took(took));
-            None
-        }
-        Err(e) => {
-            r.steps.push(
-                Step::problem(
-                    "mnt",
-                    format!("MNT {}: {}", o.export, describe(&e)),
-                    "the mount daemon fails: see the server's log",
-                )
-                .took(took),
-            );
-            None
-        }
-    };
-    let Some(root) = root else {
-        skip_needing(r, o, Need::RootHandle);
-        return;
-    };
-
-    // 8. GETATTR, READDIRPLUS and READ on the NFS connection.
-    let nfs = NfsClient::new(conn.clone());
-    let start = Instant::now();
-    let attr = nfs.getattr_of(&root).await;
-    let took = start.elapsed();
-    match attr {
-        Ok(a) if a.ftype == Ftype3::Dir => r.steps.push(
-            Step::ok(
-                "getattr_root",
-                format!(
-                    "root: directory, mode {:04o}, owner {}:{}",
-                    a.mode & 0o7777,
-                    a.uid,
-                    a.gid
-                ),
-            )
-            .took(took),
-        ),
-        Ok(a) => r.steps.push(
-            Step::problem(
-                "getattr_root",
-                format!("the export's root is not a directory ({:?})", a.ftype),
-                "export a directory",
-            )
-            .took(took),
-        ),
-        Err(e) => {
-            r.steps.push(Step::problem("getattr_root", format!("GETATTR of the root handle from MNT: {}", describe(&e)), "the NFS service does not accept the handle its MOUNT service gave (a stale or mismatched export): restart the server, see its log").took(took));
-            skip_needing(r, o, Need::RootAttributes);
-            let _ = mount.umnt(o.export.as_bytes()).await;
-            return;
-        }
-    }
-    let start = Instant::now();
-    let listing = list_dir(&nfs, &root, 4096).await;
-    let took = start.elapsed();
-    let entries = match listing {
-        Ok((entries, more)) => {
-            let names: Vec<String> = entries
-                .iter()
-                .take(5)
-                .map(|e| String::from_utf8_lossy(&e.name).into_owned())
-                .collect();
-            let step = if entries.is_empty() {
-                Step::problem("readdirplus_root", format!("READDIRPLUS: the export {} is empty", o.export), "the server serves an empty directory: if it should show a FUSE tree, it was started on the directory beneath the FUSE mount, or before the FUSE mount was there, or without allow_other (run mountshare doctor path DIR on the server)")
-            } else {
-                Step::ok(
-                    "readdirplus_root",
-                    format!(
-                        "{}{} entries ({}{})",
-                        if more { "more than " } else { "" },
-                        entries.len(),
-                        names.join(", "),
-                        if entries.len() > names.len() {
-                            ", ..."
+                };
+                self.report(step.took(took));
+                Some(NfsFh3 { data: ok.fhandle })
+            }
+            Ok(MountRes3::Fail(stat)) => {
+                let others: Vec<&str> = listed
+                    .iter()
+                    .map(|e| e.path.as_str())
+                    .filter(|p| *p != o.export)
+                    .collect();
+                let unlisted = !listed.is_empty() && !listed.iter().any(|e| e.path == o.export);
+                let step = match stat {
+                    MountStat3::NoEnt | MountStat3::NotDir | MountStat3::Acces | MountStat3::Perm
+                        if unlisted =>
+                    {
+                        StepName::Mnt.problem(
+                            format!(
+                                "MNT {}: no such export ({stat:?}); the server exports {}",
+                                o.export,
+                                others.join(", ")
+                            ),
+                            format!(
+                                "use --export {} (and HOST:{} in mount lines): that is what the server exports",
+                                others[0], others[0]
+                            ),
+                        )
+                    }
+                    MountStat3::NoEnt | MountStat3::NotDir => StepName::Mnt.problem(
+                        format!("MNT {}: no such export ({stat:?})", o.export),
+                        if others.is_empty() {
+                            "mount the path the server exports (a mountshare server exports its directory as /)".to_owned()
                         } else {
-                            ""
-                        }
+                            format!("use --export {} (and HOST:{} in mount lines): that is what the server exports", others[0], others[0])
+                        },
                     ),
-                )
-            };
-            r.steps.push(step.took(took));
-            Some(entries)
-        }
-        Err(e) => {
-            r.steps.push(Step::problem("readdirplus_root", format!("READDIRPLUS of the root: {}", describe(&e)), "the server cannot list its own directory (a failing FUSE backend?): see its log").took(took));
-            None
-        }
-    };
-    match entries {
-        None => skip_needing(r, o, Need::RootListing),
-        Some(entries) => {
-            let start = Instant::now();
-            let found = find_file(&nfs, entries, t).await;
-            match found {
-                Ok(Some((path, fh, size))) => {
-                    let count = size.clamp(1, 4096) as u32;
-                    let res = nfs
-                        .read(&Read3Args {
-                            file: fh,
-                            offset: 0,
-                            count,
-                        })
-                        .await
-                        .and_then(|res| res.ok().map_err(ClientError::from));
-                    let took = start.elapsed();
-                    let step = match res {
-                        Ok(ok) if ok.data.len() == count as usize || (ok.eof && ok.data.len() as u64 == size) => Step::ok("read_file", format!("READ of {path}: {} bytes{}", ok.data.len(), if ok.data.len() as u64 == size { " (the whole file)".to_owned() } else { format!(" (of {})", crate::units::human_bytes(size)) })),
-                        Ok(ok) => Step::note("read_file", format!("READ of {path}: {} bytes returned for {count} asked (file of {size} bytes)", ok.data.len())),
-                        Err(e) => Step::problem("read_file", format!("READ of {path}: {}", describe(&e)), "the server cannot read its own file (a failing FUSE backend, or files not readable by the server's uid): see its log"),
-                    };
-                    r.steps.push(step.took(took));
-                }
-                Ok(None) => r.steps.push(Step::note(
-                    "read_file",
-                    "no regular file found in the first directories: READ not tried",
-                )),
-                Err(e) => r.steps.push(Step::problem(
-                    "read_file",
-                    format!("looking for a file to READ: {}", describe(&e)),
-                    "the server fails to list a subdirectory: see its log",
-                )),
+                    MountStat3::Acces | MountStat3::Perm => StepName::Mnt.problem(
+                        format!("MNT {}: refused for this client ({stat:?})", o.export),
+                        "allow this client's address in the server's export rules",
+                    ),
+                    other => StepName::Mnt.problem(
+                        format!("MNT {}: failed ({other:?})", o.export),
+                        "see the server's log",
+                    ),
+                };
+                self.report(step.took(took));
+                None
+            }
+            Err(e) => {
+                self.report(
+                    StepName::Mnt
+                        .problem(
+                            format!("MNT {}: {}", o.export, describe(&e)),
+                            "the mount daemon fails: see the server's log",
+                        )
+                        .took(took),
+                );
+                None
             }
         }
     }
-    let _ = tokio::time::timeout(t, mount.umnt(o.export.as_bytes())).await;
+
+    /// `getattr_root`: whether NFS takes the handle MOUNT gave (a root that is not a directory is
+    /// a problem, but the walk goes on).
+    async fn getattr_root(&mut self, nfs: &NfsClient, root: &NfsFh3) -> bool {
+        let start = Instant::now();
+        let attr = nfs.getattr_of(root).await;
+        let took = start.elapsed();
+        let step = match attr {
+            Ok(a) if a.ftype == Ftype3::Dir => StepName::GetattrRoot.ok(format!(
+                "root: directory, mode {:04o}, owner {}:{}",
+                a.mode & 0o7777,
+                a.uid,
+                a.gid
+            )),
+            Ok(a) => StepName::GetattrRoot.problem(
+                format!("the export's root is not a directory ({:?})", a.ftype),
+                "export a directory",
+            ),
+            Err(e) => {
+                self.report(StepName::GetattrRoot.problem(format!("GETATTR of the root handle from MNT: {}", describe(&e)), "the NFS service does not accept the handle its MOUNT service gave (a stale or mismatched export): restart the server, see its log").took(took));
+                return false;
+            }
+        };
+        self.report(step.took(took));
+        true
+    }
+
+    /// `readdirplus_root`: the root's entries (an empty root is a problem, but the walk goes on).
+    async fn readdirplus_root(
+        &mut self,
+        nfs: &NfsClient,
+        root: &NfsFh3,
+    ) -> Option<Vec<EntryPlus3>> {
+        let o = self.o;
+        let start = Instant::now();
+        let listing = list_dir(nfs, root, 4096).await;
+        let took = start.elapsed();
+        let (entries, more) = match listing {
+            Ok(listing) => listing,
+            Err(e) => {
+                self.report(StepName::ReaddirplusRoot.problem(format!("READDIRPLUS of the root: {}", describe(&e)), "the server cannot list its own directory (a failing FUSE backend?): see its log").took(took));
+                return None;
+            }
+        };
+        let names: Vec<String> = entries
+            .iter()
+            .take(5)
+            .map(|e| String::from_utf8_lossy(&e.name).into_owned())
+            .collect();
+        let step = if entries.is_empty() {
+            StepName::ReaddirplusRoot.problem(format!("READDIRPLUS: the export {} is empty", o.export), "the server serves an empty directory: if it should show a FUSE tree, it was started on the directory beneath the FUSE mount, or before the FUSE mount was there, or without allow_other (run mountshare doctor path DIR on the server)")
+        } else {
+            StepName::ReaddirplusRoot.ok(format!(
+                "{}{} entries ({}{})",
+                if more { "more than " } else { "" },
+                entries.len(),
+                names.join(", "),
+                if entries.len() > names.len() {
+                    ", ..."
+                } else {
+                    ""
+                }
+            ))
+        };
+        self.report(step.took(took));
+        Some(entries)
+    }
+
+    /// `read_file`: READ the start of the first regular file found from the root's entries.
+    async fn read_file(&mut self, nfs: &NfsClient, root_entries: Vec<EntryPlus3>) {
+        let start = Instant::now();
+        let step = match find_file(nfs, root_entries, self.o.timeout).await {
+            Ok(Some((path, fh, size))) => {
+                let count = size.clamp(1, 4096) as u32;
+                let res = nfs
+                    .read(&Read3Args {
+                        file: fh,
+                        offset: 0,
+                        count,
+                    })
+                    .await
+                    .and_then(|res| res.ok().map_err(ClientError::from));
+                let took = start.elapsed();
+                let step = match res {
+                    Ok(ok) if ok.data.len() == count as usize || (ok.eof && ok.data.len() as u64 == size) => StepName::ReadFile.ok(format!("READ of {path}: {} bytes{}", ok.data.len(), if ok.data.len() as u64 == size { " (the whole file)".to_owned() } else { format!(" (of {})", crate::units::human_bytes(size)) })),
+                    Ok(ok) => StepName::ReadFile.note(format!("READ of {path}: {} bytes returned for {count} asked (file of {size} bytes)", ok.data.len())),
+                    Err(e) => StepName::ReadFile.problem(format!("READ of {path}: {}", describe(&e)), "the server cannot read its own file (a failing FUSE backend, or files not readable by the server's uid): see its log"),
+                };
+                step.took(took)
+            }
+            Ok(None) => StepName::ReadFile
+                .note("no regular file found in the first directories: READ not tried"),
+            Err(e) => StepName::ReadFile.problem(
+                format!("looking for a file to READ: {}", describe(&e)),
+                "the server fails to list a subdirectory: see its log",
+            ),
+        };
+        self.report(step);
+    }
+}
+
+/// A port number a portmapper gave, when it is one (0 means not registered).
+fn port16(p: u32) -> Option<u16> {
+    u16::try_from(p).ok().filter(|p| *p > 0)
+}
+
+/// A MOUNT client on `addr`, once MOUNT v3 answered NULL there.
+async fn mount_at(addr: SocketAddr, t: Duration) -> Result<MountClient, String> {
+    let (s, _) = connect(addr, t).await?;
+    let client = MountClient::new(rpc(s, t));
+    client.null().await.map_err(|e| describe(&e))?;
+    Ok(client)
 }
 
 /// Ask the portmapper at `addr`: NULL, GETPORT of NFS v3 and MOUNT v3 over TCP, DUMP.
-async fn portmapper(addr: SocketAddr, t: Duration) -> Result<(PortmapperView, Duration), String> {
+async fn ask_portmapper(
+    addr: SocketAddr,
+    t: Duration,
+) -> Result<(PortmapperView, Duration), String> {
     let start = Instant::now();
     let (s, _) = connect(addr, t).await?;
     let pm = PortmapClient::new(rpc(s, t));
@@ -1026,7 +1167,7 @@ pub async fn find_mount_port(
         Err(e) => return Err(format!("MOUNT NULL on {nfs}: {}", describe(&e))),
     }
     let pm_addr = SocketAddr::new(nfs.ip(), portmap_port);
-    let (view, _) = portmapper(pm_addr, t)
+    let (view, _) = ask_portmapper(pm_addr, t)
         .await
         .map_err(|e| format!("MOUNT is not on port {} and the portmapper on {pm_addr} does not answer ({e}): give the MOUNT port", nfs.port()))?;
     match view.mount_v3_tcp {
@@ -1054,7 +1195,7 @@ mod tests {
     fn skipped_when_missing(missing: Need) -> Vec<(String, String)> {
         let o = options();
         let mut r = ServerReport::empty(&o);
-        skip_needing(&mut r, &o, missing);
+        Walk { o: &o, r: &mut r }.skip_needing(missing);
         assert!(r.steps.iter().all(|s| s.verdict == Verdict::Skipped));
         r.steps
             .iter()
