@@ -6,8 +6,8 @@
 //! cost the deadline, never hang the doctor.
 
 use crate::report::{count_problems, render_steps, verdict_line, Step, Verdict};
-use mountshare_agent::mountinfo::{MountEntry, MountTable, OptionalField};
-use mountshare_agent::watchdog::{Deadlined, Lane};
+use mountshare_mounts::mountinfo::{MountEntry, MountTable, OptionalField};
+use mountshare_mounts::watchdog::{Deadlined, Lane};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};

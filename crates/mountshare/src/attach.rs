@@ -2,9 +2,9 @@
 use anyhow::{bail, Context};
 use mountshare_agent::health::{self, HealthState};
 use mountshare_agent::metrics::Metrics;
-use mountshare_agent::options::{normalize_export, NfsOptions, ServerAddr};
 use mountshare_agent::real::{RealLimits, RealMountOps};
 use mountshare_agent::reconcile::{Config, Reconciler};
+use mountshare_mounts::options::{normalize_export, NfsOptions, ServerAddr};
 use std::net::SocketAddr;
 use std::path::{Component, PathBuf};
 use std::process::ExitCode;

@@ -3,10 +3,10 @@
 //! some failed, 2 when the bench could not run.
 
 use anyhow::{bail, Context};
-use mountshare_agent::options::{normalize_export, ServerAddr};
 use mountshare_bench::workload::{self, Limits, Setup};
 use mountshare_bench::BenchReport;
 use mountshare_doctor::units::{parse_duration, parse_size};
+use mountshare_mounts::options::{normalize_export, ServerAddr};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;

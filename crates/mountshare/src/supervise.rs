@@ -19,9 +19,9 @@
 
 use crate::serve::ServeArgs;
 use anyhow::{bail, Context};
-use mountshare_agent::mountinfo::MountTable;
 use mountshare_fs::Attr;
 use mountshare_fs::{Backend, DirEntryName, FsError, FsStats, LocalFs, ReadOutcome, RelPath};
+use mountshare_mounts::mountinfo::MountTable;
 use mountshare_server::Server;
 use rustix::process::{Pid, Signal, WaitOptions, WaitStatus};
 use std::ffi::OsString;
