@@ -101,7 +101,7 @@ pub fn render_steps(steps: &[Step]) -> String {
         let took = match s.elapsed_ms {
             Some(ms) if ms >= 0.05 => format!(
                 " ({})",
-                crate::units::human_duration(Duration::from_secs_f64(ms / 1e3),)
+                mountshare_units::human_duration(Duration::from_secs_f64(ms / 1e3),)
             ),
             _ => String::new(),
         };

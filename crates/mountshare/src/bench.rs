@@ -5,8 +5,8 @@
 use anyhow::{bail, Context};
 use mountshare_bench::workload::{self, Limits, Setup};
 use mountshare_bench::BenchReport;
-use mountshare_doctor::units::{parse_duration, parse_size};
 use mountshare_mounts::options::{normalize_export, ServerAddr};
+use mountshare_units::{parse_duration, parse_size};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;

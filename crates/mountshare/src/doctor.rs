@@ -3,10 +3,10 @@
 //! healthy, 1 when problems were found, 2 when the doctor could not run.
 
 use anyhow::Context;
-use mountshare_doctor::units::parse_duration;
 use mountshare_doctor::{path, server};
 use mountshare_mounts::mountinfo::MountTable;
 use mountshare_mounts::options::{normalize_export, ServerAddr};
+use mountshare_units::parse_duration;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
