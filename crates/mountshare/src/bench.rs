@@ -118,9 +118,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{host} resolves to no address"))?;
         let mount_port = match args.mount_port {
             Some(p) => p,
-            None => mountshare_doctor::server::find_mount_port(nfs, args.portmap_port, args.timeout.min(Duration::from_secs(10)))
-                .await
-                .map_err(anyhow::Error::msg)?,
+            None => {
+                let limit = args.timeout.min(Duration::from_secs(10));
+                mountshare_client::find_mount_port(nfs, args.portmap_port, limit).await?
+            }
         };
         let setup = Setup {
             nfs,
