@@ -128,8 +128,3 @@ pub fn verdict_line(problems: usize) -> String {
         n => format!("verdict: {n} problems found"),
     }
 }
-
-/// A report as pretty-printed JSON.
-pub fn to_json<T: Serialize>(report: &T) -> String {
-    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-}

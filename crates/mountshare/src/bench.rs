@@ -187,7 +187,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         })
     })?;
     if args.json {
-        println!("{}", mountshare_doctor::report::to_json(&report));
+        println!("{}", crate::to_json(&report));
     } else {
         print!("{}", report.render());
     }

@@ -150,11 +150,7 @@ fn run_path(a: PathArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    emit(
-        a.json,
-        || mountshare_doctor::report::to_json(&report),
-        || report.render(),
-    );
+    emit(a.json, || crate::to_json(&report), || report.render());
     Ok(exit_for(report.healthy))
 }
 
@@ -174,10 +170,6 @@ fn run_server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let report = runtime.block_on(server::diagnose(&opts));
-    emit(
-        a.json,
-        || mountshare_doctor::report::to_json(&report),
-        || report.render(),
-    );
+    emit(a.json, || crate::to_json(&report), || report.render());
     Ok(exit_for(report.healthy))
 }

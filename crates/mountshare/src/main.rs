@@ -39,6 +39,11 @@ pub(crate) fn init_logging() {
         .try_init();
 }
 
+/// A report (`doctor`'s, `bench`'s) as pretty-printed JSON, for `--json`.
+pub(crate) fn to_json<T: serde::Serialize>(report: &T) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+}
+
 /// Completes on SIGTERM or SIGINT.
 pub(crate) async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
