@@ -11,11 +11,6 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
-    s.parse::<ServerAddr>()
-        .map_err(|_| format!("{s:?}: expected HOST or HOST:PORT (IPv6 as [ADDR]:PORT)"))
-}
-
 fn parse_read_size(s: &str) -> Result<u32, String> {
     let n = parse_size(s)?;
     u32::try_from(n)
@@ -39,7 +34,7 @@ enum Workload {
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The NFS server, HOST[:PORT] (default port 2049).
-    #[arg(long, value_parser = parse_server, value_name = "HOST[:PORT]")]
+    #[arg(long, value_parser = crate::parse_server, value_name = "HOST[:PORT]")]
     server: ServerAddr,
     /// The export to mount.
     #[arg(long, default_value = "/", value_name = "PATH")]

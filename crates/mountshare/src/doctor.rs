@@ -49,15 +49,10 @@ struct PathArgs {
     compare: Option<PathBuf>,
 }
 
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
-    s.parse::<ServerAddr>()
-        .map_err(|_| format!("{s:?}: expected HOST or HOST:PORT (IPv6 as [ADDR]:PORT)"))
-}
-
 #[derive(clap::Args, Debug)]
 struct ServerArgs {
     /// The NFS server, HOST[:PORT] (default port 2049).
-    #[arg(value_parser = parse_server, value_name = "HOST[:PORT]")]
+    #[arg(value_parser = crate::parse_server, value_name = "HOST[:PORT]")]
     server: ServerAddr,
     /// The export to mount.
     #[arg(long, default_value = "/", value_name = "PATH")]
