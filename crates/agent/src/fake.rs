@@ -1,9 +1,9 @@
 //! A recording fake of [`MountOps`]: an in-memory mount table with stacking, propagation flags,
 //! dead mounts and an unreachable server, so the reconcile logic is tested without a kernel.
 
-use crate::mountinfo::escape;
 use crate::ops::{MountOps, OpsError, Placement, ProbeResult};
-use crate::options::MountSpec;
+use mountshare_mounts::mountinfo::escape;
+use mountshare_mounts::options::MountSpec;
 use std::cell::RefCell;
 use std::collections::HashSet;
 use std::net::SocketAddr;

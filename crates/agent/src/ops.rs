@@ -2,7 +2,7 @@
 //! connection goes through [`MountOps`], so the logic is tested against a recording fake and the
 //! real kernel is exercised separately.
 
-use crate::options::MountSpec;
+use mountshare_mounts::options::MountSpec;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;

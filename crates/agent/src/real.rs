@@ -9,8 +9,8 @@
 //! (tested in tests/kernel.rs).
 
 use crate::ops::{MountOps, OpsError, Placement, ProbeResult};
-use crate::options::{MountFlags, MountSpec};
-use crate::watchdog::{Deadlined, Lane};
+use mountshare_mounts::options::{MountFlags, MountSpec};
+use mountshare_mounts::watchdog::{Deadlined, Lane};
 use rustix::fd::AsFd;
 use rustix::mount::{
     FsMountFlags, FsOpenFlags, MountAttrFlags, MountFlags as MsFlags, MoveMountFlags, UnmountFlags,

@@ -8,9 +8,9 @@
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;
-use crate::mountinfo::{MountEntry, MountTable};
 use crate::ops::{MountOps, OpsError, Placement};
-use crate::options::{source_for, MountSpec, NfsOptions, ServerAddr};
+use mountshare_mounts::mountinfo::{MountEntry, MountTable};
+use mountshare_mounts::options::{source_for, MountSpec, NfsOptions, ServerAddr};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: ServerAddr,
-    /// Normalized, see [`crate::options::normalize_export`].
+    /// Normalized, see [`mountshare_mounts::options::normalize_export`].
     pub export: String,
     /// Absolute, without symlinks, as mountinfo shows it.
     pub target: PathBuf,

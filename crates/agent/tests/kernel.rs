@@ -6,11 +6,11 @@
 //! `#[ignore]`d inner test selected and MOUNTSHARE_IN_NS=1 set, and checks the marker it prints.
 
 use mountshare_agent::metrics::Metrics;
-use mountshare_agent::mountinfo::MountTable;
 use mountshare_agent::ops::MountOps;
-use mountshare_agent::options::MountFlags;
 use mountshare_agent::real::{detach_top, mount_beneath, mount_on_top, RealLimits, RealMountOps};
 use mountshare_agent::reconcile::{Config, Reconciler, State};
+use mountshare_mounts::mountinfo::MountTable;
+use mountshare_mounts::options::MountFlags;
 use rustix::mount::MountPropagationFlags;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;

@@ -115,7 +115,7 @@ impl BenchReport {
             self.mount_port,
             self.connections,
             self.in_flight,
-            mountshare_doctor::units::human_bytes(u64::from(self.read_size))
+            mountshare_units::human_bytes(u64::from(self.read_size))
         );
         for p in &self.phases {
             let _ = writeln!(out);
@@ -125,7 +125,7 @@ impl BenchReport {
                         out,
                         "read {}: {} in {:.2} s = {:.1} MB/s, {:.0} ops/s (stopped by {})",
                         p.subject,
-                        mountshare_doctor::units::human_bytes(p.bytes),
+                        mountshare_units::human_bytes(p.bytes),
                         p.elapsed_s,
                         p.mb_per_s,
                         p.ops_per_s,

@@ -278,13 +278,7 @@ impl Cursor {
 pub async fn read(sess: &Session, files: Vec<ReadFile>, read_size: u32, limits: Limits) -> Phase {
     let subject = files
         .iter()
-        .map(|f| {
-            format!(
-                "{} ({})",
-                f.path,
-                mountshare_doctor::units::human_bytes(f.size)
-            )
-        })
+        .map(|f| format!("{} ({})", f.path, mountshare_units::human_bytes(f.size)))
         .collect::<Vec<_>>()
         .join(", ");
     let once: u64 = files.iter().map(|f| f.size).sum();

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use mountshare_proto::mount3::MountStat3;
 use mountshare_proto::nfs3::NfsStat3;
-use mountshare_proto::rpc::ReplyBody;
+use mountshare_proto::rpc::{AcceptStat, ReplyBody};
 use mountshare_proto::xdr::XdrError;
 
 #[derive(Debug, thiserror::Error)]
@@ -36,6 +36,29 @@ pub enum ClientError {
     /// data and no EOF, which would loop forever.
     #[error("protocol violation: {0}")]
     Protocol(String),
+}
+
+impl ClientError {
+    /// The error in words for a person reading a report: what the server said or did not say
+    /// (`no reply within 5.00 s`, `program not available (PROG_UNAVAIL)`), rather than the
+    /// variant's debugging form.
+    pub fn describe(&self) -> String {
+        match self {
+            ClientError::Timeout(d) => {
+                format!("no reply within {}", mountshare_units::human_duration(*d))
+            }
+            ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgUnavail)) => {
+                "program not available (PROG_UNAVAIL)".into()
+            }
+            ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgMismatch { low, high })) => {
+                format!("version not supported (PROG_MISMATCH: versions {low} to {high})")
+            }
+            ClientError::Rpc(ReplyBody::Accepted(a)) => format!("call not accepted ({a:?})"),
+            ClientError::Rpc(ReplyBody::Denied(d)) => format!("call denied ({d:?})"),
+            ClientError::Closed(why) => format!("connection closed ({why})"),
+            other => other.to_string(),
+        }
+    }
 }
 
 impl From<NfsStat3> for ClientError {

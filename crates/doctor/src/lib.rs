@@ -10,6 +10,8 @@ pub mod lines;
 pub mod path;
 pub mod report;
 pub mod server;
-pub mod units;
+
+// `server` names the units by this path.
+use mountshare_units as units;
 
 pub use report::{Step, Verdict};

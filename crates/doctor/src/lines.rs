@@ -2,7 +2,7 @@
 //! command, the `mount(2)` source, flags and data string, a `mountshare attach` command and a
 //! Kubernetes PersistentVolume.
 
-use mountshare_agent::options::{MountSpec, NfsOptions};
+use mountshare_mounts::options::{MountSpec, NfsOptions};
 use serde::Serialize;
 use std::net::{IpAddr, SocketAddr};
 

@@ -6,8 +6,8 @@
 //! cost the deadline, never hang the doctor.
 
 use crate::report::{count_problems, render_steps, verdict_line, Step, Verdict};
-use mountshare_agent::mountinfo::{MountEntry, MountTable, OptionalField};
-use mountshare_agent::watchdog::{Deadlined, Lane};
+use mountshare_mounts::mountinfo::{MountEntry, MountTable, OptionalField};
+use mountshare_mounts::watchdog::{Deadlined, Lane};
 use serde::Serialize;
 use std::fmt::Write as _;
 use std::path::{Component, Path, PathBuf};
@@ -525,7 +525,7 @@ pub fn probe(report: &mut PathReport, path: &Path, deadline: Duration) {
 fn hung(step: &'static str, shown: &str, deadline: Duration) -> Step {
     Step::problem(
         step,
-        format!("{step} {shown} did not return within {}: the file system behind it is hung (an NFS server gone on a hard mount, or a stuck FUSE daemon)", crate::units::human_duration(deadline)),
+        format!("{step} {shown} did not return within {}: the file system behind it is hung (an NFS server gone on a hard mount, or a stuck FUSE daemon)", mountshare_units::human_duration(deadline)),
         format!("check the server (mountshare doctor server HOST:PORT); `umount -l {shown}` detaches a dead mount (mountshare attach heals it by itself)"),
     )
 }

@@ -101,7 +101,7 @@ pub fn render_steps(steps: &[Step]) -> String {
         let took = match s.elapsed_ms {
             Some(ms) if ms >= 0.05 => format!(
                 " ({})",
-                crate::units::human_duration(Duration::from_secs_f64(ms / 1e3),)
+                mountshare_units::human_duration(Duration::from_secs_f64(ms / 1e3),)
             ),
             _ => String::new(),
         };
@@ -127,9 +127,4 @@ pub fn verdict_line(problems: usize) -> String {
         1 => "verdict: 1 problem found".to_owned(),
         n => format!("verdict: {n} problems found"),
     }
-}
-
-/// A report as pretty-printed JSON.
-pub fn to_json<T: Serialize>(report: &T) -> String {
-    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }

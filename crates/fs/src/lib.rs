@@ -3,9 +3,12 @@
 //!
 //! Everything here is blocking: callers run it on a blocking thread pool, never on an async
 //! executor. The NFS layer above knows files only by [`RelPath`]; it never sees host paths.
+//! [`LocalFs`] serves one directory; [`follow::Swappable`] serves whichever FUSE mount a
+//! [`follow::Follower`] last found at a directory, in this mount namespace or another process's.
 
 mod attr;
 mod error;
+pub mod follow;
 mod local;
 mod open_files;
 mod path;

@@ -2,9 +2,9 @@
 use anyhow::{bail, Context};
 use mountshare_agent::health::{self, HealthState};
 use mountshare_agent::metrics::Metrics;
-use mountshare_agent::options::{normalize_export, NfsOptions, ServerAddr};
 use mountshare_agent::real::{RealLimits, RealMountOps};
 use mountshare_agent::reconcile::{Config, Reconciler};
+use mountshare_mounts::options::{normalize_export, NfsOptions, ServerAddr};
 use std::net::SocketAddr;
 use std::path::{Component, PathBuf};
 use std::process::ExitCode;
@@ -67,14 +67,7 @@ fn resolve_target(target: &std::path::Path) -> anyhow::Result<PathBuf> {
 }
 
 pub fn run(args: AttachArgs) -> anyhow::Result<ExitCode> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    crate::init_logging();
     if !is_root() {
         bail!("attach must run as root (CAP_SYS_ADMIN) to mount");
     }

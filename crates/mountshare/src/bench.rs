@@ -3,18 +3,13 @@
 //! some failed, 2 when the bench could not run.
 
 use anyhow::{bail, Context};
-use mountshare_agent::options::{normalize_export, ServerAddr};
 use mountshare_bench::workload::{self, Limits, Setup};
 use mountshare_bench::BenchReport;
-use mountshare_doctor::units::{parse_duration, parse_size};
+use mountshare_mounts::options::{normalize_export, ServerAddr};
+use mountshare_units::{parse_duration, parse_size};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
-
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
-    s.parse::<ServerAddr>()
-        .map_err(|_| format!("{s:?}: expected HOST or HOST:PORT (IPv6 as [ADDR]:PORT)"))
-}
 
 fn parse_read_size(s: &str) -> Result<u32, String> {
     let n = parse_size(s)?;
@@ -39,7 +34,7 @@ enum Workload {
 #[derive(clap::Args, Debug)]
 pub struct BenchArgs {
     /// The NFS server, HOST[:PORT] (default port 2049).
-    #[arg(long, value_parser = parse_server, value_name = "HOST[:PORT]")]
+    #[arg(long, value_parser = crate::parse_server, value_name = "HOST[:PORT]")]
     server: ServerAddr,
     /// The export to mount.
     #[arg(long, default_value = "/", value_name = "PATH")]
@@ -118,9 +113,10 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
             .with_context(|| format!("{host} resolves to no address"))?;
         let mount_port = match args.mount_port {
             Some(p) => p,
-            None => mountshare_doctor::server::find_mount_port(nfs, args.portmap_port, args.timeout.min(Duration::from_secs(10)))
-                .await
-                .map_err(anyhow::Error::msg)?,
+            None => {
+                let limit = args.timeout.min(Duration::from_secs(10));
+                mountshare_client::find_mount_port(nfs, args.portmap_port, limit).await?
+            }
         };
         let setup = Setup {
             nfs,
@@ -186,7 +182,7 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
         })
     })?;
     if args.json {
-        println!("{}", mountshare_doctor::report::to_json(&report));
+        println!("{}", crate::to_json(&report));
     } else {
         print!("{}", report.render());
     }

@@ -3,10 +3,10 @@
 //! healthy, 1 when problems were found, 2 when the doctor could not run.
 
 use anyhow::Context;
-use mountshare_agent::mountinfo::MountTable;
-use mountshare_agent::options::{normalize_export, ServerAddr};
-use mountshare_doctor::units::parse_duration;
 use mountshare_doctor::{path, server};
+use mountshare_mounts::mountinfo::MountTable;
+use mountshare_mounts::options::{normalize_export, ServerAddr};
+use mountshare_units::parse_duration;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -49,15 +49,10 @@ struct PathArgs {
     compare: Option<PathBuf>,
 }
 
-fn parse_server(s: &str) -> Result<ServerAddr, String> {
-    s.parse::<ServerAddr>()
-        .map_err(|_| format!("{s:?}: expected HOST or HOST:PORT (IPv6 as [ADDR]:PORT)"))
-}
-
 #[derive(clap::Args, Debug)]
 struct ServerArgs {
     /// The NFS server, HOST[:PORT] (default port 2049).
-    #[arg(value_parser = parse_server, value_name = "HOST[:PORT]")]
+    #[arg(value_parser = crate::parse_server, value_name = "HOST[:PORT]")]
     server: ServerAddr,
     /// The export to mount.
     #[arg(long, default_value = "/", value_name = "PATH")]
@@ -150,11 +145,7 @@ fn run_path(a: PathArgs) -> anyhow::Result<ExitCode> {
             ));
         }
     }
-    emit(
-        a.json,
-        || mountshare_doctor::report::to_json(&report),
-        || report.render(),
-    );
+    emit(a.json, || crate::to_json(&report), || report.render());
     Ok(exit_for(report.healthy))
 }
 
@@ -174,10 +165,6 @@ fn run_server(a: ServerArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the async runtime")?;
     let report = runtime.block_on(server::diagnose(&opts));
-    emit(
-        a.json,
-        || mountshare_doctor::report::to_json(&report),
-        || report.render(),
-    );
+    emit(a.json, || crate::to_json(&report), || report.render());
     Ok(exit_for(report.healthy))
 }

@@ -29,14 +29,31 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
-/// Log to stderr through `tracing`; `RUST_LOG` overrides the default `info` level.
+/// Log to stderr through `tracing`, for `serve` and `attach`; `RUST_LOG` overrides the default
+/// `info` level. In colour only on a terminal, and not when `NO_COLOR` is set: log files and
+/// `kubectl logs` get plain text.
 pub(crate) fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .try_init();
+}
+
+/// `HOST[:PORT]` for `doctor server` and `bench --server`, with an error that names no flag
+/// (`doctor server` takes it as an argument).
+pub(crate) fn parse_server(s: &str) -> Result<mountshare_mounts::options::ServerAddr, String> {
+    s.parse()
+        .map_err(|_| format!("{s:?}: expected HOST or HOST:PORT (IPv6 as [ADDR]:PORT)"))
+}
+
+/// A report (`doctor`'s, `bench`'s) as pretty-printed JSON, for `--json`.
+pub(crate) fn to_json<T: serde::Serialize>(report: &T) -> String {
+    serde_json::to_string_pretty(report).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -1,4 +1,6 @@
-//! What `attach` mounts: the server address, the export, and the NFS mount options.
+//! What an NFS mount is made of: the server address, the export, and the NFS mount options.
+//! `attach` mounts with them; `doctor` and `bench` parse the same `HOST[:PORT]` and export, and
+//! `doctor server` prints the mount lines they make.
 //!
 //! The kernel is given everything it would otherwise ask rpcbind or mount.nfs for: the protocol,
 //! the address and the port of both NFS and MOUNT (one TCP port on a mountshare server), so the

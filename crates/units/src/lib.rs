@@ -1,5 +1,5 @@
 //! Parsing the durations (`10s`, `500ms`, `2m`) and sizes (`1GiB`, `64k`, `1048576`) given on
-//! the command line of `doctor` and `bench`.
+//! the command line of `doctor` and `bench`, and the short human forms their reports print.
 
 use std::time::Duration;
 
