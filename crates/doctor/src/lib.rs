@@ -11,7 +11,4 @@ pub mod path;
 pub mod report;
 pub mod server;
 
-// `server` names the units by this path.
-use mountshare_units as units;
-
 pub use report::{Step, Verdict};

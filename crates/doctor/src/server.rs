@@ -119,24 +119,7 @@ async fn timed<T>(limit: Duration, f: impl Future<Output = T>) -> (Option<T>, Du
 }
 
 fn secs(d: Duration) -> String {
-    crate::units::human_duration(d)
-}
-
-/// A client error in words.
-fn describe(e: &ClientError) -> String {
-    match e {
-        ClientError::Timeout(d) => format!("no reply within {}", secs(*d)),
-        ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgUnavail)) => {
-            "program not available (PROG_UNAVAIL)".into()
-        }
-        ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgMismatch { low, high })) => {
-            format!("version not supported (PROG_MISMATCH: versions {low} to {high})")
-        }
-        ClientError::Rpc(ReplyBody::Accepted(a)) => format!("call not accepted ({a:?})"),
-        ClientError::Rpc(ReplyBody::Denied(d)) => format!("call denied ({d:?})"),
-        ClientError::Closed(why) => format!("connection closed ({why})"),
-        other => other.to_string(),
-    }
+    mountshare_units::human_duration(d)
 }
 
 fn is_prog_unavail(e: &ClientError) -> bool {
@@ -567,7 +550,7 @@ impl Walk<'_> {
                 "a hung server or a proxy without a backend: check that the server process is alive and serving (its log), and restart it".to_owned(),
             ),
             e if is_prog_unavail(e) => (
-                format!("NFS NULL on port {}: {}: this port runs another RPC service, not NFS", o.port, describe(e)),
+                format!("NFS NULL on port {}: {}: this port runs another RPC service, not NFS", o.port, e.describe()),
                 "give the NFS port (usually 2049; the portmapper step below may name it)".to_owned(),
             ),
             ClientError::Rpc(ReplyBody::Accepted(AcceptStat::ProgMismatch { low, high })) => (
@@ -575,7 +558,7 @@ impl Walk<'_> {
                 "use an NFSv3 server or enable version 3 on it (kernel mounts with vers=3 will fail)".to_owned(),
             ),
             e => (
-                format!("NFS NULL on port {}: {}", o.port, describe(e)),
+                format!("NFS NULL on port {}: {}", o.port, e.describe()),
                 "the port does not speak ONC-RPC over TCP as NFS does: check the address, port and that the server allows this client".to_owned(),
             ),
         };
@@ -600,7 +583,7 @@ impl Walk<'_> {
                 Some(self.found_mount(client, o.port, FoundVia::NfsPort))
             }
             Err(e) => {
-                self.report(StepName::MountNull.note(format!("MOUNT v3 on port {}: {} (usual for kernel nfsd and nfs-ganesha, which run MOUNT on a port of its own): looking for it through the portmapper", o.port, describe(&e))).took(took));
+                self.report(StepName::MountNull.note(format!("MOUNT v3 on port {}: {} (usual for kernel nfsd and nfs-ganesha, which run MOUNT on a port of its own): looking for it through the portmapper", o.port, e.describe())).took(took));
                 None
             }
         }
@@ -738,7 +721,7 @@ impl Walk<'_> {
             Err(e) => {
                 self.report(
                     StepName::ExportList
-                        .note(format!("EXPORT: {}", describe(&e)))
+                        .note(format!("EXPORT: {}", e.describe()))
                         .took(took),
                 );
                 return Vec::new();
@@ -865,7 +848,7 @@ impl Walk<'_> {
                 self.report(
                     StepName::Mnt
                         .problem(
-                            format!("MNT {}: {}", o.export, describe(&e)),
+                            format!("MNT {}: {}", o.export, e.describe()),
                             "the mount daemon fails: see the server's log",
                         )
                         .took(took),
@@ -893,7 +876,7 @@ impl Walk<'_> {
                 "export a directory",
             ),
             Err(e) => {
-                self.report(StepName::GetattrRoot.problem(format!("GETATTR of the root handle from MNT: {}", describe(&e)), "the NFS service does not accept the handle its MOUNT service gave (a stale or mismatched export): restart the server, see its log").took(took));
+                self.report(StepName::GetattrRoot.problem(format!("GETATTR of the root handle from MNT: {}", e.describe()), "the NFS service does not accept the handle its MOUNT service gave (a stale or mismatched export): restart the server, see its log").took(took));
                 return false;
             }
         };
@@ -914,7 +897,7 @@ impl Walk<'_> {
         let (entries, more) = match listing {
             Ok(listing) => listing,
             Err(e) => {
-                self.report(StepName::ReaddirplusRoot.problem(format!("READDIRPLUS of the root: {}", describe(&e)), "the server cannot list its own directory (a failing FUSE backend?): see its log").took(took));
+                self.report(StepName::ReaddirplusRoot.problem(format!("READDIRPLUS of the root: {}", e.describe()), "the server cannot list its own directory (a failing FUSE backend?): see its log").took(took));
                 return None;
             }
         };
@@ -958,16 +941,16 @@ impl Walk<'_> {
                     .and_then(|res| res.ok().map_err(ClientError::from));
                 let took = start.elapsed();
                 let step = match res {
-                    Ok(ok) if ok.data.len() == count as usize || (ok.eof && ok.data.len() as u64 == size) => StepName::ReadFile.ok(format!("READ of {path}: {} bytes{}", ok.data.len(), if ok.data.len() as u64 == size { " (the whole file)".to_owned() } else { format!(" (of {})", crate::units::human_bytes(size)) })),
+                    Ok(ok) if ok.data.len() == count as usize || (ok.eof && ok.data.len() as u64 == size) => StepName::ReadFile.ok(format!("READ of {path}: {} bytes{}", ok.data.len(), if ok.data.len() as u64 == size { " (the whole file)".to_owned() } else { format!(" (of {})", mountshare_units::human_bytes(size)) })),
                     Ok(ok) => StepName::ReadFile.note(format!("READ of {path}: {} bytes returned for {count} asked (file of {size} bytes)", ok.data.len())),
-                    Err(e) => StepName::ReadFile.problem(format!("READ of {path}: {}", describe(&e)), "the server cannot read its own file (a failing FUSE backend, or files not readable by the server's uid): see its log"),
+                    Err(e) => StepName::ReadFile.problem(format!("READ of {path}: {}", e.describe()), "the server cannot read its own file (a failing FUSE backend, or files not readable by the server's uid): see its log"),
                 };
                 step.took(took)
             }
             Ok(None) => StepName::ReadFile
                 .note("no regular file found in the first directories: READ not tried"),
             Err(e) => StepName::ReadFile.problem(
-                format!("looking for a file to READ: {}", describe(&e)),
+                format!("looking for a file to READ: {}", e.describe()),
                 "the server fails to list a subdirectory: see its log",
             ),
         };
@@ -984,7 +967,7 @@ fn port16(p: u32) -> Option<u16> {
 async fn mount_at(addr: SocketAddr, t: Duration) -> Result<MountClient, String> {
     let (s, _) = connect(addr, t).await?;
     let client = MountClient::new(rpc(s, t));
-    client.null().await.map_err(|e| describe(&e))?;
+    client.null().await.map_err(|e| e.describe())?;
     Ok(client)
 }
 
@@ -996,15 +979,15 @@ async fn ask_portmapper(
     let start = Instant::now();
     let (s, _) = connect(addr, t).await?;
     let pm = PortmapClient::new(rpc(s, t));
-    pm.null().await.map_err(|e| describe(&e))?;
+    pm.null().await.map_err(|e| e.describe())?;
     let nfs = pm
         .getport(NFS_PROGRAM, NFS_V3, IPPROTO_TCP)
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| e.describe())?;
     let mnt = pm
         .getport(MOUNT_PROGRAM, MOUNT_V3, IPPROTO_TCP)
         .await
-        .map_err(|e| describe(&e))?;
+        .map_err(|e| e.describe())?;
     let registrations = match pm.dump().await {
         Ok(list) => list
             .0
@@ -1150,30 +1133,6 @@ pub fn has(report: &ServerReport, step: &str, verdict: Verdict) -> bool {
         .steps
         .iter()
         .any(|s| s.step == step && s.verdict == verdict)
-}
-
-/// Where MOUNT v3 answers for the NFS server at `nfs`: on the NFS port itself, else where the
-/// portmapper at `portmap_port` says. For callers that just need to mount (bench).
-pub async fn find_mount_port(
-    nfs: SocketAddr,
-    portmap_port: u16,
-    t: Duration,
-) -> Result<u16, String> {
-    let (s, _) = connect(nfs, t).await.map_err(|e| format!("{nfs}: {e}"))?;
-    let conn = rpc(s, t);
-    match MountClient::new(conn.clone()).null().await {
-        Ok(()) => return Ok(nfs.port()),
-        Err(e) if is_prog_unavail(&e) => {}
-        Err(e) => return Err(format!("MOUNT NULL on {nfs}: {}", describe(&e))),
-    }
-    let pm_addr = SocketAddr::new(nfs.ip(), portmap_port);
-    let (view, _) = ask_portmapper(pm_addr, t)
-        .await
-        .map_err(|e| format!("MOUNT is not on port {} and the portmapper on {pm_addr} does not answer ({e}): give the MOUNT port", nfs.port()))?;
-    match view.mount_v3_tcp {
-        Some(p) if p > 0 && p <= 65535 => Ok(p as u16),
-        _ => Err(format!("MOUNT is not on port {} and the portmapper on {pm_addr} does not know it: give the MOUNT port", nfs.port())),
-    }
 }
 
 #[cfg(test)]
