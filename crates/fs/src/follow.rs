@@ -240,6 +240,23 @@ impl Backend for Swappable {
     fn statfs(&self) -> Result<FsStats, FsError> {
         self.get()?.statfs()
     }
+    // Forwarded, or READ would never take the zero-copy path under a followed mount.
+    fn open_file(&self, path: &RelPath) -> Option<Result<Arc<std::fs::File>, FsError>> {
+        match self.get() {
+            Ok(fs) => fs.open_file(path),
+            Err(e) => Some(Err(e)),
+        }
+    }
+}
+
+/// Which file systems at DIR are followed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    /// Only a FUSE mount at DIR (`--run`, `--from-process`): nothing is served until one is there.
+    Fuse,
+    /// Whatever is mounted on top at DIR (plain `serve DIR`). While nothing is, and nothing ever
+    /// was since the start, DIR's own directory is served, unless `require_mount`.
+    Any { require_mount: bool },
 }
 
 /// What a [`Follower::check`] did.
@@ -249,10 +266,14 @@ pub enum Change {
     Unchanged,
     /// A mount other than the one served (or the first) was found and is served from now on.
     Opened(Found),
+    /// Nothing is mounted at DIR, nothing was, and no mount is required: DIR's own directory is
+    /// served (and left as soon as something is mounted there).
+    Directory,
     /// A mount other than the one served was found but cannot be opened; what was served before
     /// stays, and the next check tries again.
     OpenFailed(OpenError),
-    /// The mount served is no longer at DIR; calls fail until one is back.
+    /// The mount served is no longer at DIR; calls fail (ENOTCONN) until one is back. What was
+    /// beneath it (an empty directory, a volume's bind) is never served in its place.
     Gone(Found),
 }
 
@@ -261,7 +282,15 @@ pub enum Change {
 pub struct Follower {
     source: Source,
     dir: PathBuf,
+    accept: Accept,
     current: Option<Found>,
+    /// Serving DIR's own directory (nothing was ever mounted there).
+    plain: bool,
+    /// Mounts that were beneath the served one when it was opened: when one of them is on top
+    /// again, the served mount went away and what it covered must not be served.
+    covered: Vec<u64>,
+    /// A mount was served since the start: DIR's own directory is what it covered.
+    mounted_once: bool,
     backend: Arc<Swappable>,
 }
 
@@ -269,10 +298,19 @@ impl Follower {
     /// Follow the FUSE mount at `dir` (absolute, as mountinfo shows it) as `source` sees it.
     /// Nothing is served until a [`Follower::check`] finds it.
     pub fn new(source: Source, dir: PathBuf) -> Follower {
+        Follower::with(source, dir, Accept::Fuse)
+    }
+
+    /// Follow whatever `accept` admits at `dir`, as `source` sees it.
+    pub fn with(source: Source, dir: PathBuf, accept: Accept) -> Follower {
         Follower {
             source,
             dir,
+            accept,
             current: None,
+            plain: false,
+            covered: Vec::new(),
+            mounted_once: false,
             backend: Arc::default(),
         }
     }
@@ -285,27 +323,85 @@ impl Follower {
     /// Look at DIR once and serve what is mounted there now when it is not what is served. An
     /// error means the mount can never be found again (see [`locate`]).
     pub fn check(&mut self) -> Result<Change, LocateError> {
-        let now = locate(&self.source, &self.dir)?;
+        let (now, stack) = match self.accept {
+            Accept::Fuse => (locate(&self.source, &self.dir)?, Vec::new()),
+            Accept::Any { .. } => self.locate_any()?,
+        };
         if now == self.current {
-            return Ok(Change::Unchanged);
+            return self.maybe_plain();
         }
         Ok(match now {
+            Some(found) if self.covered.contains(&found.mount_id) => self.gone(),
             Some(found) => match found.open() {
                 Ok(fs) => {
                     self.backend.set(Some(fs));
+                    self.covered = stack
+                        .into_iter()
+                        .filter(|&id| id != found.mount_id)
+                        .collect();
                     self.current = Some(found.clone());
+                    self.plain = false;
+                    self.mounted_once = true;
                     Change::Opened(found)
                 }
                 Err(e) => Change::OpenFailed(e),
             },
-            None => match self.current.take() {
-                Some(old) => {
-                    self.backend.set(None);
-                    Change::Gone(old)
-                }
-                None => Change::Unchanged,
-            },
+            None => self.gone(),
         })
+    }
+
+    fn gone(&mut self) -> Change {
+        match self.current.take() {
+            Some(old) => {
+                self.backend.set(None);
+                Change::Gone(old)
+            }
+            None => Change::Unchanged,
+        }
+    }
+
+    /// With nothing served and nothing mounted, serve DIR itself when that is allowed: only
+    /// before any mount was served (afterwards the directory is what a mount covered).
+    fn maybe_plain(&mut self) -> Result<Change, LocateError> {
+        let allowed = matches!(
+            self.accept,
+            Accept::Any {
+                require_mount: false
+            }
+        );
+        if !allowed || self.plain || self.current.is_some() || self.mounted_once {
+            return Ok(Change::Unchanged);
+        }
+        let found = Found {
+            process: None,
+            mount_id: 0,
+            fstype: "directory".into(),
+            open_path: self.dir.clone(),
+        };
+        Ok(match found.open() {
+            Ok(fs) => {
+                self.backend.set(Some(fs));
+                self.plain = true;
+                Change::Directory
+            }
+            Err(e) => Change::OpenFailed(e),
+        })
+    }
+
+    /// The top mount at DIR in our namespace, whatever it is, and the ids of the whole stack
+    /// there.
+    fn locate_any(&self) -> Result<(Option<Found>, Vec<u64>), LocateError> {
+        let table =
+            read_table(Path::new("/proc/self/mountinfo")).map_err(LocateError::OwnMountinfo)?;
+        let stack = table.stack_at(&self.dir);
+        let ids = stack.iter().map(|e| e.mount_id).collect();
+        let top = stack.last().map(|e| Found {
+            process: None,
+            mount_id: e.mount_id,
+            fstype: e.fstype.clone(),
+            open_path: self.dir.clone(),
+        });
+        Ok((top, ids))
     }
 }
 

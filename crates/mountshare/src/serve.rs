@@ -1,20 +1,20 @@
 //! `mountshare serve`: run the NFSv3 server over a directory until SIGTERM.
 //!
-//! With `--run -- COMMAND` or `--from-process NAME|PID`, DIR is a FUSE tree that another process
-//! mounts: it is served from the moment it is mounted and followed when that process remounts
-//! or restarts (`mountshare_fs::follow`); the child of `--run` and the signals are looked after
-//! by [`crate::supervise`].
+//! The mount at DIR is followed in every mode (`mountshare_fs::follow`): when it is replaced (a
+//! FUSE daemon that restarted and mounted again), the new one is served from the next check on,
+//! and when it goes away, what it covered is never served in its place. With `--run -- COMMAND`
+//! or `--from-process NAME|PID`, DIR is a FUSE tree that another process mounts, served from the
+//! moment it is mounted; the child of `--run` and the signals are looked after by
+//! [`crate::supervise`].
 
 use crate::supervise::{exit_code, Child, Event, Signals};
 use anyhow::{bail, Context};
-use mountshare_fs::follow::{Change, Follower, Selector, Source};
-use mountshare_fs::LocalFs;
+use mountshare_fs::follow::{Accept, Change, Follower, Selector, Source};
 use mountshare_server::{Server, ServerConfig};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Component, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -56,9 +56,17 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME|PID")]
     pub from_process: Option<String>,
 
-    /// Seconds between checks that the FUSE mount (and the process) is still the one served.
+    /// Seconds between checks that the mount at DIR (and, with --run or --from-process, the
+    /// process) is still the one served; a new one is served from the next check on.
     #[arg(long, value_name = "SECS", default_value_t = 1)]
     pub check_interval: u64,
+
+    /// Serve only a file system mounted at DIR, never DIR's own directory: until one is mounted
+    /// there, calls are answered NFS3ERR_JUKEBOX (clients wait and retry). Without it, DIR's own
+    /// directory is served while nothing has been mounted there since the start; once a mount
+    /// was served, what it covered is never served in its place either way.
+    #[arg(long, conflicts_with_all = ["run", "from_process"])]
+    pub require_mount: bool,
 
     /// The command `--run` starts, with its arguments.
     #[arg(last = true, value_name = "COMMAND", requires = "run")]
@@ -88,51 +96,7 @@ fn runtime(config: &ServerConfig) -> anyhow::Result<tokio::runtime::Runtime> {
 
 pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     crate::init_logging();
-    if args.run || args.from_process.is_some() {
-        return run_following(args);
-    }
-    let meta = std::fs::metadata(&args.dir)
-        .with_context(|| format!("cannot export {}", args.dir.display()))?;
-    if !meta.is_dir() {
-        bail!("cannot export {}: not a directory", args.dir.display());
-    }
-    let backend =
-        LocalFs::open(&args.dir).with_context(|| format!("cannot open {}", args.dir.display()))?;
-    let config = server_config(&args);
-    let runtime = runtime(&config)?;
-    runtime.block_on(async move {
-        let server = Server::bind(config, Arc::new(backend)).await?;
-        tracing::info!(dir = %args.dir.display(), addr = %server.local_addr(), "export ready");
-        server.run(crate::shutdown_signal()).await;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-/// DIR as mountinfo shows it: absolute, without `.` or `..`.
-fn export_dir(args: &ServeArgs, source: &Source) -> anyhow::Result<PathBuf> {
-    let dir = if args.dir.is_absolute() || *source != Source::Own {
-        args.dir.clone()
-    } else {
-        std::env::current_dir()
-            .context("cannot read the current directory")?
-            .join(&args.dir)
-    };
-    if !dir.is_absolute()
-        || dir
-            .components()
-            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
-    {
-        bail!(
-            "{}: with --from-process, DIR must be an absolute path without '.' or '..'",
-            args.dir.display()
-        );
-    }
-    Ok(dir)
-}
-
-/// `serve --run` and `serve --from-process`: wait for the FUSE mount at DIR, serve it, and check
-/// every `--check-interval` that it is still the one served.
-fn run_following(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let fuse_only = args.run || args.from_process.is_some();
     let source = match &args.from_process {
         Some(text) => match Selector::parse(text) {
             Some(selector) => Source::Process(selector),
@@ -141,9 +105,23 @@ fn run_following(args: ServeArgs) -> anyhow::Result<ExitCode> {
         None => Source::Own,
     };
     let dir = export_dir(&args, &source)?;
+    if !fuse_only {
+        let meta = std::fs::metadata(&dir)
+            .with_context(|| format!("cannot export {}", args.dir.display()))?;
+        if !meta.is_dir() {
+            bail!("cannot export {}: not a directory", args.dir.display());
+        }
+    }
     if args.check_interval == 0 {
         bail!("--check-interval must be at least 1 second");
     }
+    let accept = if fuse_only {
+        Accept::Fuse
+    } else {
+        Accept::Any {
+            require_mount: args.require_mount,
+        }
+    };
     let interval = Duration::from_secs(args.check_interval);
     let config = server_config(&args);
     let runtime = runtime(&config)?;
@@ -154,25 +132,28 @@ fn run_following(args: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
-        tracing::info!(dir = %dir.display(), source = ?source, "waiting for a FUSE mount");
-        let mut follower = Follower::new(source, dir.clone());
-        let first = loop {
-            match follower.check()? {
-                Change::Opened(found) => break found,
-                Change::OpenFailed(e) => return Err(e.into()),
-                Change::Unchanged | Change::Gone(_) => {}
-            }
-            match signals.next(child.as_ref(), interval).await {
-                Event::ChildExited(st) => {
-                    tracing::warn!(status = ?st, "child exited before mounting anything");
-                    return Ok(ExitCode::from(exit_code(st)));
+        let mut follower = Follower::with(source.clone(), dir.clone(), accept);
+        let mut first = served(follower.check()?)?;
+        if fuse_only {
+            // A FUSE daemon of ours (or of a sidecar's neighbour) is on its way: wait for it
+            // before listening, so that nothing is served before it.
+            tracing::info!(dir = %dir.display(), source = ?source, "waiting for a FUSE mount");
+            while first.is_none() {
+                match signals.next(child.as_ref(), interval).await {
+                    Event::ChildExited(st) => {
+                        tracing::warn!(status = ?st, "child exited before mounting anything");
+                        return Ok(ExitCode::from(exit_code(st)));
+                    }
+                    Event::Stop => return Ok(ExitCode::SUCCESS),
+                    Event::Tick => {}
                 }
-                Event::Stop => return Ok(ExitCode::SUCCESS),
-                Event::Tick => {}
+                first = served(follower.check()?)?;
             }
-        };
+        } else if first.is_none() {
+            tracing::warn!(dir = %dir.display(), "nothing is mounted at DIR: calls are answered JUKEBOX (clients wait) until something is");
+        }
         let server = Server::bind(config, follower.backend()).await?;
-        tracing::info!(dir = %dir.display(), mount = %first, addr = %server.local_addr(), "export ready");
+        tracing::info!(dir = %dir.display(), serving = first.as_deref().unwrap_or("nothing yet"), addr = %server.local_addr(), "export ready");
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;
@@ -187,14 +168,7 @@ fn run_following(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Event::Tick => {}
             }
             match follower.check() {
-                Ok(Change::Unchanged) => {}
-                Ok(Change::Opened(found)) => {
-                    tracing::info!(new = %found, "FUSE mount changed; serving the new one")
-                }
-                Ok(Change::OpenFailed(e)) => tracing::warn!("{:#}", anyhow::Error::from(e)),
-                Ok(Change::Gone(old)) => {
-                    tracing::warn!(mount = %old, "FUSE mount is gone; calls fail until it is back")
-                }
+                Ok(change) => report(change),
                 Err(e) => {
                     tracing::error!("{:#}", anyhow::Error::from(e));
                     break ExitCode::FAILURE;
@@ -205,4 +179,57 @@ fn run_following(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = serving.await;
         Ok(code)
     })
+}
+
+/// What the first check found to serve; a mount found that cannot be opened is an error.
+fn served(change: Change) -> anyhow::Result<Option<String>> {
+    Ok(match change {
+        Change::Opened(found) => Some(found.to_string()),
+        Change::Directory => Some("the directory itself".to_string()),
+        Change::OpenFailed(e) => return Err(e.into()),
+        Change::Unchanged | Change::Gone(_) => None,
+    })
+}
+
+/// Log what a check of the mount at DIR changed.
+fn report(change: Change) {
+    match change {
+        Change::Unchanged => {}
+        Change::Opened(found) => {
+            tracing::info!(mount = %found, "the mount at DIR changed; serving the new one")
+        }
+        Change::Directory => tracing::info!(
+            "nothing is mounted at DIR: serving the directory itself until something is"
+        ),
+        Change::OpenFailed(e) => tracing::warn!("{:#}", anyhow::Error::from(e)),
+        Change::Gone(old) => {
+            tracing::warn!(mount = %old, "the mount served is gone from DIR: calls are answered JUKEBOX (clients wait) until one is back; what it covered is not served")
+        }
+    }
+}
+
+/// DIR as mountinfo shows it. In our own namespace that is the canonical path (symlinks
+/// resolved); another process's DIR can only be taken as given.
+fn export_dir(args: &ServeArgs, source: &Source) -> anyhow::Result<PathBuf> {
+    let dir = match source {
+        Source::Own => match std::fs::canonicalize(&args.dir) {
+            Ok(dir) => dir,
+            // --run: the child may create it; plain serve reports the missing directory itself.
+            Err(_) => std::env::current_dir()
+                .context("cannot read the current directory")?
+                .join(&args.dir),
+        },
+        Source::Process(_) => args.dir.clone(),
+    };
+    if !dir.is_absolute()
+        || dir
+            .components()
+            .any(|c| matches!(c, Component::ParentDir | Component::CurDir))
+    {
+        bail!(
+            "{}: with --from-process, DIR must be an absolute path without '.' or '..'",
+            args.dir.display()
+        );
+    }
+    Ok(dir)
 }
