@@ -5,9 +5,9 @@
 //! A call runs start to end on one blocking thread: decode, file-system work, and the write of
 //! the reply. A reply normally fits the socket buffer and is written without waiting, so a call
 //! costs one hand-off between threads, as in a thread-pool server.
+use crate::config::Limits;
 use crate::dispatch::{self, CallCtx, Framed, Tail};
 use crate::export::Export;
-use crate::server::Limits;
 use crate::splice;
 use bytes::BytesMut;
 use mountshare_proto::record::RecordDecoder;

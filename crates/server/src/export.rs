@@ -8,10 +8,6 @@ use mountshare_fs::{Attr, Backend, FsError, RelPath};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 
-/// The fsid used unless configured: the same on every server, so that a failover to another
-/// server over the same tree presents the same file system to clients.
-pub const DEFAULT_FSID: u64 = 0x6d73_6861_7265_0001;
-
 /// Most entries kept in the MOUNT list (DUMP); it is advisory only.
 const MAX_MOUNT_LIST: usize = 1024;
 
@@ -45,7 +41,7 @@ impl Export {
             handles: HandleCache::new(1 << 18),
             read_buffers: BufferPool::new(64),
             // 32 pipes of 1 MiB stay within the default per-user pipe limit (64 MiB).
-            pipes: crate::splice::PipePool::new(32, crate::nfs::MAX_READ as usize),
+            pipes: crate::splice::PipePool::new(32, crate::config::MAX_READ as usize),
             fsid,
             port,
             portmap_port,

@@ -3,6 +3,7 @@
 
 pub mod auth;
 mod buffers;
+mod config;
 mod connection;
 pub mod dircache;
 pub mod dispatch;
@@ -16,5 +17,6 @@ pub mod resolve;
 mod server;
 mod splice;
 
-pub use export::{Export, DEFAULT_FSID};
-pub use server::{Limits, Server, ServerConfig, ServerError};
+pub use config::{Limits, ServerConfig, DEFAULT_FSID};
+pub use export::Export;
+pub use server::{Server, ServerError};

@@ -1,6 +1,7 @@
 //! NFS version 3 procedures (RFC 1813 section 3.3): the read side over the backend, and
 //! NFS3ERR_ROFS for every procedure that would change the tree.
 use crate::auth::Creds;
+use crate::config::MAX_READ;
 use crate::dispatch::{decode_args, Reply, Tail};
 
 use crate::error::nfsstat;
@@ -11,8 +12,6 @@ use mountshare_proto::nfs3::*;
 use mountshare_proto::rpc::AcceptStat;
 use mountshare_proto::xdr::XdrEncode;
 
-/// The largest READ served and advertised (FSINFO rtmax/rtpref).
-pub const MAX_READ: u32 = 1 << 20;
 /// The largest READDIR/READDIRPLUS reply built, whatever the client asks.
 const MAX_DIR_REPLY: u32 = 1 << 20;
 /// The cookie verifier: a constant of the cookie scheme, so cookies stay valid across restarts
