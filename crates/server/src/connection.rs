@@ -6,8 +6,9 @@
 //! the reply. A reply normally fits the socket buffer and is written without waiting, so a call
 //! costs one hand-off between threads, as in a thread-pool server.
 use crate::config::Limits;
-use crate::dispatch::{self, CallCtx, Framed, Tail};
+use crate::dispatch::{self, CallCtx};
 use crate::export::Export;
+use crate::reply::{Framed, Tail};
 use crate::splice;
 use bytes::BytesMut;
 use mountshare_proto::record::RecordDecoder;

@@ -13,6 +13,7 @@ pub mod handle;
 mod mount;
 pub mod nfs;
 mod portmap;
+mod reply;
 pub mod resolve;
 mod server;
 mod splice;

@@ -2,7 +2,7 @@
 //! NFS3ERR_ROFS for every procedure that would change the tree.
 use crate::auth::Creds;
 use crate::config::MAX_READ;
-use crate::dispatch::{decode_args, Reply, Tail};
+use crate::reply::{decode_args, Reply, Tail};
 
 use crate::error::nfsstat;
 use crate::export::Export;

@@ -1,8 +1,8 @@
 //! PORTMAP version 2 (RFC 1833 section 3), answering for this server only: NFS v3 and MOUNT
 //! (v1, v3) over TCP are on the server's port; nothing is served over UDP, and nothing else is
 //! registered. Clients with no port options (the kernel, `mount.nfs`, the kubelet) ask here.
-use crate::dispatch::{decode_args, Reply};
 use crate::export::Export;
+use crate::reply::{decode_args, Reply};
 use mountshare_proto::mount3::{MOUNT_PROGRAM, MOUNT_V3};
 use mountshare_proto::nfs3::{NFS_PROGRAM, NFS_V3};
 use mountshare_proto::portmap::*;
