@@ -9,7 +9,6 @@ use crate::config::Limits;
 use crate::dispatch::{self, CallCtx};
 use crate::export::Export;
 use crate::reply::{Framed, Tail};
-use crate::splice;
 use bytes::BytesMut;
 use mountshare_proto::record::RecordDecoder;
 use rustix::net::SendFlags;
@@ -122,7 +121,7 @@ fn call(
         let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::ReadWrite);
     }
     drop(w);
-    reply.recycle(export);
+    reply.recycle(&export.read_buffers);
     drop(permits);
 }
 
@@ -139,16 +138,7 @@ fn write_reply(sock: &TcpStream, reply: &mut Framed) -> std::io::Result<()> {
     send_all(sock, &reply.head, has_tail)?;
     match &mut reply.tail {
         Some(Tail::Buf(b)) => send_all(sock, b.data(), !pad.is_empty())?,
-        Some(Tail::Pipe(p)) => {
-            while p.pending > 0 {
-                match splice::drain_into(p, sock, !pad.is_empty()) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_writable(sock)?,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        Some(Tail::Pipe(p)) => p.send(sock, !pad.is_empty(), || wait_writable(sock))?,
         None => {}
     }
     send_all(sock, pad, false)

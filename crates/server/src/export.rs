@@ -1,9 +1,11 @@
 //! The state of one export: the backend, and the caches that make handles and listings cheap.
 //! None of it must survive a restart: every cache can be rebuilt from the tree.
 use crate::buffers::BufferPool;
+use crate::config::MAX_READ;
 use crate::dircache::{DirCache, DirCacheLimits};
 use crate::handle::FileHandle;
 use crate::resolve::{self, HandleCache, Stale};
+use crate::splice::PipePool;
 use mountshare_fs::{Attr, Backend, FsError, RelPath};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -19,7 +21,7 @@ pub struct Export {
     /// READ buffers, reused across calls.
     pub(crate) read_buffers: BufferPool,
     /// Pipes for zero-copy READ.
-    pub(crate) pipes: crate::splice::PipePool,
+    pub(crate) pipes: Arc<PipePool>,
     pub fsid: u64,
     /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
     pub port: u16,
@@ -41,7 +43,7 @@ impl Export {
             handles: HandleCache::new(1 << 18),
             read_buffers: BufferPool::new(64),
             // 32 pipes of 1 MiB stay within the default per-user pipe limit (64 MiB).
-            pipes: crate::splice::PipePool::new(32, crate::config::MAX_READ as usize),
+            pipes: Arc::new(PipePool::new(32, MAX_READ as usize)),
             fsid,
             port,
             portmap_port,

@@ -7,6 +7,7 @@ use crate::reply::{decode_args, Reply, Tail};
 use crate::error::nfsstat;
 use crate::export::Export;
 use crate::handle::{path_hash, BadHandle, FileHandle};
+use crate::splice::{Spliced, SplicedData};
 use mountshare_fs::{Attr, FileKind, RelPath, Timestamp};
 use mountshare_proto::nfs3::*;
 use mountshare_proto::rpc::AcceptStat;
@@ -259,20 +260,19 @@ impl Handler<'_> {
         let count = a.count.min(MAX_READ) as usize;
         if count > 0 && self.zero_copy {
             if let Some(opened) = self.export.backend.open_file(&path) {
-                match opened {
-                    Ok(file) => {
-                        if let Some(pipe) = self.export.pipes.take(count) {
-                            match self.read_spliced(&path, &file, pipe, a.offset, count, reply) {
-                                Ok(()) => return,
-                                // No splice on this file system: copy instead.
-                                Err(Some(pipe)) => self.export.pipes.give_back(pipe),
-                                Err(None) => {
-                                    return read_failed(reply, NfsStat3::Io, self.post_op_of(&path))
-                                }
-                            }
-                        }
-                    }
+                let file = match opened {
+                    Ok(file) => file,
                     Err(e) => return self.read_error(reply, &path, e),
+                };
+                match self.export.pipes.read(&file, a.offset, count) {
+                    Spliced::Ready(data) => {
+                        return self.read_spliced(&path, &file, data, a.offset, reply)
+                    }
+                    // No pipe to be had, or no splice on this file system: copy instead.
+                    Spliced::CopyInstead => {}
+                    Spliced::Failed => {
+                        return read_failed(reply, NfsStat3::Io, self.post_op_of(&path))
+                    }
                 }
             }
         }
@@ -293,31 +293,26 @@ impl Handler<'_> {
         reply.set_tail(Tail::Buf(data));
     }
 
-    /// READ through a pipe. `Err(Some(pipe))`: nothing was read (no splice here), try copying;
-    /// `Err(None)`: the read failed part-way.
+    /// READ of bytes already spliced into a pipe: check, then send them after the head.
     fn read_spliced(
         &self,
         path: &RelPath,
         file: &std::fs::File,
-        mut pipe: crate::splice::Pipe,
+        data: SplicedData,
         offset: u64,
-        count: usize,
         reply: &mut Reply,
-    ) -> Result<(), Option<crate::splice::Pipe>> {
-        let n = match crate::splice::fill(&mut pipe, file, offset, count) {
-            Ok(n) => n,
-            Err(_) if pipe.pending == 0 => return Err(Some(pipe)),
-            Err(_) => return Err(None),
+    ) {
+        let attr = match Attr::of_file(file) {
+            Ok(a) => a,
+            Err(_) => return read_failed(reply, NfsStat3::Io, self.post_op_of(path)),
         };
-        let attr = Attr::of_file(file).map_err(|_| None)?;
         if !self.creds.can_read_data(&attr) {
-            read_failed(reply, NfsStat3::Acces, self.post_op(path, &attr));
-            return Ok(());
+            return read_failed(reply, NfsStat3::Acces, self.post_op(path, &attr));
         }
+        let n = data.len();
         let eof = offset.saturating_add(n as u64) >= attr.size;
         self.read_ok_head(reply, path, &attr, n, eof);
-        reply.set_tail(Tail::Pipe(pipe));
-        Ok(())
+        reply.set_tail(Tail::Pipe(data));
     }
 
     /// READ3resok up to the opaque's length; the bytes and their padding follow as the tail.

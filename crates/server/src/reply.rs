@@ -1,10 +1,9 @@
 //! Replies: a reply being built ([`Reply`]: record mark, RPC reply header, results), the
 //! complete framed reply ([`Framed`]: head, READ data as its [`Tail`], XDR padding), the
-//! decoding of procedure arguments, and the return of a reply's READ buffer once it is sent.
+//! decoding of procedure arguments, and the return of a reply's READ buffer to its pool once it is sent.
 //! Handlers write into a [`Reply`]; the connection writes out a [`Framed`].
-use crate::buffers::DataBuf;
-use crate::export::Export;
-use crate::splice::Pipe;
+use crate::buffers::{BufferPool, DataBuf};
+use crate::splice::SplicedData;
 use bytes::BytesMut;
 use mountshare_proto::record::{encode_record_header, start_record};
 use mountshare_proto::rpc::{encode_reply_header, AcceptStat, ReplyBody};
@@ -23,14 +22,14 @@ pub(crate) struct Reply {
 /// READ data sent after a reply's head: from a buffer, or spliced from a pipe.
 pub(crate) enum Tail {
     Buf(DataBuf),
-    Pipe(Pipe),
+    Pipe(SplicedData),
 }
 
 impl Tail {
     fn len(&self) -> usize {
         match self {
             Tail::Buf(b) => b.data().len(),
-            Tail::Pipe(p) => p.pending,
+            Tail::Pipe(p) => p.len(),
         }
     }
 }
@@ -63,12 +62,11 @@ impl Framed {
         [&self.head[..], tail, self.pad()].concat()
     }
 
-    /// Give the READ buffer or pipe back to its pool, once written.
-    pub(crate) fn recycle(self, export: &Export) {
-        match self.tail {
-            Some(Tail::Buf(b)) => export.read_buffers.give_back(b),
-            Some(Tail::Pipe(p)) => export.pipes.give_back(p),
-            None => {}
+    /// Give the READ buffer back to its pool, once written. (A pipe goes back to its own pool
+    /// when dropped.)
+    pub(crate) fn recycle(self, buffers: &BufferPool) {
+        if let Some(Tail::Buf(b)) = self.tail {
+            buffers.give_back(b);
         }
     }
 }
