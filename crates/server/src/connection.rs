@@ -121,7 +121,7 @@ fn call(
         let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::ReadWrite);
     }
     drop(w);
-    reply.recycle(&export.read_buffers);
+    reply.recycle(export.read_buffers());
     drop(permits);
 }
 

@@ -2,7 +2,7 @@
 //! None of it must survive a restart: every cache can be rebuilt from the tree.
 use crate::buffers::BufferPool;
 use crate::config::MAX_READ;
-use crate::dircache::{DirCache, DirCacheLimits};
+use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
 use crate::handle::FileHandle;
 use crate::resolve::{self, HandleCache, Stale};
 use crate::splice::PipePool;
@@ -15,18 +15,18 @@ const MAX_MOUNT_LIST: usize = 1024;
 
 /// One exported tree and its caches.
 pub struct Export {
-    pub backend: Arc<dyn Backend>,
-    pub dirs: DirCache,
-    pub handles: HandleCache,
+    backend: Arc<dyn Backend>,
+    dirs: DirCache,
+    handles: HandleCache,
     /// READ buffers, reused across calls.
-    pub(crate) read_buffers: BufferPool,
+    read_buffers: BufferPool,
     /// Pipes for zero-copy READ.
-    pub(crate) pipes: Arc<PipePool>,
-    pub fsid: u64,
+    pipes: Arc<PipePool>,
+    fsid: u64,
     /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
-    pub port: u16,
+    port: u16,
     /// The portmapper port, when PORTMAP is also served on 111.
-    pub portmap_port: Option<u16>,
+    portmap_port: Option<u16>,
     mounts: Mutex<Vec<(String, String)>>,
 }
 
@@ -49,6 +49,42 @@ impl Export {
             portmap_port,
             mounts: Mutex::new(Vec::new()),
         }
+    }
+
+    /// The tree served.
+    pub fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The NFS fsid of every object of this export.
+    pub fn fsid(&self) -> u64 {
+        self.fsid
+    }
+
+    /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The portmapper port, when PORTMAP is also served on 111.
+    pub fn portmap_port(&self) -> Option<u16> {
+        self.portmap_port
+    }
+
+    /// READ buffers, reused across calls.
+    pub(crate) fn read_buffers(&self) -> &BufferPool {
+        &self.read_buffers
+    }
+
+    /// Pipes for zero-copy READ.
+    pub(crate) fn pipes(&self) -> &Arc<PipePool> {
+        &self.pipes
+    }
+
+    /// The snapshot of the directory at `path` (current attributes `attr`), from the cache or
+    /// read now.
+    pub fn dir_snapshot(&self, path: &RelPath, attr: &Attr) -> Result<Arc<DirSnapshot>, FsError> {
+        self.dirs.snapshot(self.backend.as_ref(), path, attr)
     }
 
     /// The path a handle names, or `Stale`.

@@ -173,13 +173,13 @@ impl Handler<'_> {
     }
 
     fn post_op(&self, path: &RelPath, attr: &Attr) -> PostOpAttr {
-        PostOpAttr(Some(fattr3(self.export.fsid, path, attr)))
+        PostOpAttr(Some(fattr3(self.export.fsid(), path, attr)))
     }
 
     fn getattr(&self, a: GetAttr3Args) -> GetAttr3Res {
         match self.object(&a.object) {
             Ok((path, attr)) => GetAttr3Res::Ok(GetAttr3ResOk {
-                obj_attributes: fattr3(self.export.fsid, &path, &attr),
+                obj_attributes: fattr3(self.export.fsid(), &path, &attr),
             }),
             Err(s) => GetAttr3Res::Fail(s, ()),
         }
@@ -241,7 +241,7 @@ impl Handler<'_> {
         if attr.kind != FileKind::Symlink {
             return fail(NfsStat3::Inval, attrs);
         }
-        match self.export.backend.read_link(&path) {
+        match self.export.backend().read_link(&path) {
             Ok(data) => ReadLink3Res::Ok(ReadLink3ResOk {
                 symlink_attributes: attrs,
                 data,
@@ -259,12 +259,12 @@ impl Handler<'_> {
         };
         let count = a.count.min(MAX_READ) as usize;
         if count > 0 && self.zero_copy {
-            if let Some(opened) = self.export.backend.open_file(&path) {
+            if let Some(opened) = self.export.backend().open_file(&path) {
                 let file = match opened {
                     Ok(file) => file,
                     Err(e) => return self.read_error(reply, &path, e),
                 };
-                match self.export.pipes.read(&file, a.offset, count) {
+                match self.export.pipes().read(&file, a.offset, count) {
                     Spliced::Ready(data) => {
                         return self.read_spliced(&path, &file, data, a.offset, reply)
                     }
@@ -276,11 +276,11 @@ impl Handler<'_> {
                 }
             }
         }
-        let mut data = self.export.read_buffers.take(count);
-        let outcome = self
-            .export
-            .backend
-            .read(&path, a.offset, &mut data.as_mut_slice()[..count]);
+        let mut data = self.export.read_buffers().take(count);
+        let outcome =
+            self.export
+                .backend()
+                .read(&path, a.offset, &mut data.as_mut_slice()[..count]);
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => return self.read_error(reply, &path, e),
@@ -371,8 +371,7 @@ impl Handler<'_> {
         }
         let snap = self
             .export
-            .dirs
-            .snapshot(self.export.backend.as_ref(), &dir, &attr)
+            .dir_snapshot(&dir, &attr)
             .map_err(|e| (nfsstat(&e), attrs))?;
         Ok((dir, attr, snap))
     }
@@ -491,7 +490,7 @@ impl Handler<'_> {
             Err(s) => return FsStat3Res::Fail(s, FsStat3ResFail::default()),
         };
         let obj_attributes = self.post_op(&path, &attr);
-        match self.export.backend.statfs() {
+        match self.export.backend().statfs() {
             Ok(s) => FsStat3Res::Ok(FsStat3ResOk {
                 obj_attributes,
                 tbytes: s.total_bytes,

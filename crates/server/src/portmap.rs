@@ -23,9 +23,9 @@ pub(crate) fn call(
                 .any(|r| r.prog == m.prog && r.vers == m.vers && r.prot == m.prot)
             {
                 if m.prog == PMAP_PROGRAM {
-                    u32::from(export.portmap_port.unwrap_or(export.port))
+                    u32::from(export.portmap_port().unwrap_or(export.port()))
                 } else {
-                    u32::from(export.port)
+                    u32::from(export.port())
                 }
             } else {
                 0
@@ -44,7 +44,7 @@ pub(crate) fn call(
 }
 
 fn registered(export: &Export) -> Vec<Mapping> {
-    let port = u32::from(export.port);
+    let port = u32::from(export.port());
     let mut list = vec![
         Mapping {
             prog: NFS_PROGRAM,
@@ -65,14 +65,14 @@ fn registered(export: &Export) -> Vec<Mapping> {
             port,
         },
     ];
-    let pm = u32::from(export.portmap_port.unwrap_or(export.port));
+    let pm = u32::from(export.portmap_port().unwrap_or(export.port()));
     list.push(Mapping {
         prog: PMAP_PROGRAM,
         vers: PMAP_V2,
         prot: IPPROTO_TCP,
         port: pm,
     });
-    if export.portmap_port.is_some() {
+    if export.portmap_port().is_some() {
         list.push(Mapping {
             prog: PMAP_PROGRAM,
             vers: PMAP_V2,
