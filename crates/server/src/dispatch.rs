@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 
 /// What the dispatcher knows of where a call came from.
 #[derive(Debug, Clone, Copy)]
-pub struct CallCtx {
+pub(crate) struct CallCtx {
     pub peer: SocketAddr,
     /// READ may splice file pages into the socket instead of copying them. Measured on
     /// loopback (docs/BENCHMARKS.md): splicing wins by a third when a connection has one call
@@ -24,12 +24,12 @@ pub struct CallCtx {
 }
 
 /// Handle one record received over TCP; returns the framed reply, if one is due.
-pub fn dispatch(export: &Export, ctx: &CallCtx, record: &[u8]) -> Option<Framed> {
+pub(crate) fn dispatch(export: &Export, ctx: &CallCtx, record: &[u8]) -> Option<Framed> {
     dispatch_inner(export, ctx, record, true, false)
 }
 
 /// A SYSTEM_ERR reply to `record`, for when its handler failed.
-pub fn system_err(record: &[u8]) -> Option<Framed> {
+pub(crate) fn system_err(record: &[u8]) -> Option<Framed> {
     let xid = u32::from_be_bytes(record.get(..4)?.try_into().ok()?);
     let mut reply = Reply::new(xid, true);
     reply.fail(ReplyBody::Accepted(AcceptStat::SystemErr));
@@ -37,7 +37,11 @@ pub fn system_err(record: &[u8]) -> Option<Framed> {
 }
 
 /// Handle one PORTMAP datagram (UDP carries no record marking, and only PORTMAP is served).
-pub fn dispatch_udp_portmap(export: &Export, ctx: &CallCtx, datagram: &[u8]) -> Option<Framed> {
+pub(crate) fn dispatch_udp_portmap(
+    export: &Export,
+    ctx: &CallCtx,
+    datagram: &[u8],
+) -> Option<Framed> {
     dispatch_inner(export, ctx, datagram, false, true)
 }
 

@@ -6,7 +6,7 @@ use rustix::io::Errno;
 /// The NFS status a client should see for `err`. Failures of the file system itself (not of
 /// what the client asked) are logged, at most once every ten seconds: a FUSE daemon that died
 /// shows here as "Transport endpoint is not connected" while clients see EIO.
-pub fn nfsstat(err: &FsError) -> NfsStat3 {
+pub(crate) fn nfsstat(err: &FsError) -> NfsStat3 {
     let status = map(err);
     if status == NfsStat3::Io {
         report_io(err);

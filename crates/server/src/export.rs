@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 const MAX_MOUNT_LIST: usize = 1024;
 
 /// One exported tree and its caches.
-pub struct Export {
+pub(crate) struct Export {
     backend: Arc<dyn Backend>,
     dirs: DirCache,
     handles: HandleCache,
@@ -31,7 +31,7 @@ pub struct Export {
 }
 
 impl Export {
-    pub fn new(
+    pub(crate) fn new(
         backend: Arc<dyn Backend>,
         fsid: u64,
         port: u16,
@@ -52,22 +52,22 @@ impl Export {
     }
 
     /// The tree served.
-    pub fn backend(&self) -> &dyn Backend {
+    pub(crate) fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
     }
 
     /// The NFS fsid of every object of this export.
-    pub fn fsid(&self) -> u64 {
+    pub(crate) fn fsid(&self) -> u64 {
         self.fsid
     }
 
     /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
-    pub fn port(&self) -> u16 {
+    pub(crate) fn port(&self) -> u16 {
         self.port
     }
 
     /// The portmapper port, when PORTMAP is also served on 111.
-    pub fn portmap_port(&self) -> Option<u16> {
+    pub(crate) fn portmap_port(&self) -> Option<u16> {
         self.portmap_port
     }
 
@@ -83,27 +83,31 @@ impl Export {
 
     /// The snapshot of the directory at `path` (current attributes `attr`), from the cache or
     /// read now.
-    pub fn dir_snapshot(&self, path: &RelPath, attr: &Attr) -> Result<Arc<DirSnapshot>, FsError> {
+    pub(crate) fn dir_snapshot(
+        &self,
+        path: &RelPath,
+        attr: &Attr,
+    ) -> Result<Arc<DirSnapshot>, FsError> {
         self.dirs.snapshot(self.backend.as_ref(), path, attr)
     }
 
     /// The path a handle names, or `Stale`.
-    pub fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Stale> {
+    pub(crate) fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Stale> {
         resolve::resolve(fh, self.backend.as_ref(), &self.dirs, &self.handles)
     }
 
     /// The handle of `path`, remembered so that it resolves without a walk.
-    pub fn handle_for(&self, path: &RelPath) -> Option<FileHandle> {
+    pub(crate) fn handle_for(&self, path: &RelPath) -> Option<FileHandle> {
         let fh = FileHandle::for_path(path)?;
         self.handles.insert(path);
         Some(fh)
     }
 
-    pub fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
+    pub(crate) fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
         self.backend.stat(path)
     }
 
-    pub fn record_mount(&self, peer: SocketAddr, dirpath: &str) {
+    pub(crate) fn record_mount(&self, peer: SocketAddr, dirpath: &str) {
         let mut m = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
         let entry = (peer.ip().to_string(), dirpath.to_string());
         if !m.contains(&entry) {
@@ -114,14 +118,14 @@ impl Export {
         }
     }
 
-    pub fn forget_mount(&self, peer: SocketAddr, dirpath: Option<&str>) {
+    pub(crate) fn forget_mount(&self, peer: SocketAddr, dirpath: Option<&str>) {
         let host = peer.ip().to_string();
         let mut m = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|(h, d)| !(h == &host && dirpath.is_none_or(|p| p == d)));
     }
 
     /// (host, directory) pairs of clients that mounted and have not unmounted.
-    pub fn mount_list(&self) -> Vec<(String, String)> {
+    pub(crate) fn mount_list(&self) -> Vec<(String, String)> {
         self.mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())

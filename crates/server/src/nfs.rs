@@ -17,7 +17,7 @@ use mountshare_proto::xdr::XdrEncode;
 const MAX_DIR_REPLY: u32 = 1 << 20;
 /// The cookie verifier: a constant of the cookie scheme, so cookies stay valid across restarts
 /// and failovers. A cookie from anything else (another server, an older scheme) is refused.
-pub const COOKIE_VERIFIER: CookieVerf3 = *b"mshare01";
+pub(crate) const COOKIE_VERIFIER: CookieVerf3 = *b"mshare01";
 /// Cookies of the `.` and `..` entries (real entries are always above 2).
 const DOT_COOKIE: u64 = 1;
 const DOTDOT_COOKIE: u64 = 2;
@@ -110,7 +110,7 @@ fn time3(t: Timestamp) -> NfsTime3 {
 
 /// The `fattr3` of `path`. The fileid is the path hash, not the host inode: it must be the same
 /// after a restart and on another server, where inode numbers (of a FUSE tree especially) differ.
-pub fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
+pub(crate) fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
     Fattr3 {
         ftype: match a.kind {
             FileKind::Regular => Ftype3::Reg,

@@ -35,7 +35,7 @@ impl Tail {
 }
 
 /// A complete reply: `head`, then the tail (READ data), then zero padding (XDR).
-pub struct Framed {
+pub(crate) struct Framed {
     pub head: BytesMut,
     pub(crate) tail: Option<Tail>,
     tail_len: usize,
@@ -45,16 +45,16 @@ const ZEROS: [u8; 3] = [0; 3];
 
 impl Framed {
     /// Bytes of READ data after the head.
-    pub fn tail_len(&self) -> usize {
+    pub(crate) fn tail_len(&self) -> usize {
         self.tail_len
     }
 
-    pub fn pad(&self) -> &'static [u8] {
+    pub(crate) fn pad(&self) -> &'static [u8] {
         &ZEROS[..(4 - self.tail_len % 4) % 4]
     }
 
     /// The whole reply in one buffer, for replies with no spliced data (UDP, tests).
-    pub fn to_vec(&self) -> Vec<u8> {
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
         let tail = match &self.tail {
             Some(Tail::Buf(b)) => b.data(),
             _ => &[],

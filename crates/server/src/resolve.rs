@@ -14,24 +14,24 @@ const MAX_SEARCH_ENTRIES: usize = 200_000;
 
 /// The result of resolving a handle that names nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stale;
+pub(crate) struct Stale;
 
 /// A bounded map from path hash to path, of two generations: lookups hit either, inserts go to
 /// the young one, and when it is full the old one is dropped. Constant time, no unbounded growth.
-pub struct HandleCache {
+pub(crate) struct HandleCache {
     capacity: usize,
     inner: Mutex<(HashMap<u64, RelPath>, HashMap<u64, RelPath>)>,
 }
 
 impl HandleCache {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         HandleCache {
             capacity: capacity.max(2),
             inner: Mutex::new((HashMap::new(), HashMap::new())),
         }
     }
 
-    pub fn insert(&self, path: &RelPath) {
+    pub(crate) fn insert(&self, path: &RelPath) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.0.len() >= self.capacity / 2 {
             g.1 = std::mem::take(&mut g.0);
@@ -51,18 +51,15 @@ impl HandleCache {
         Some(path)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.0.len() + g.1.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// Find the path `fh` names: from the cache, or by a guided walk of the tree.
-pub fn resolve(
+pub(crate) fn resolve(
     fh: &FileHandle,
     backend: &dyn Backend,
     dirs: &DirCache,

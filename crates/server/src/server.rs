@@ -81,11 +81,6 @@ impl Server {
         self.local_addr
     }
 
-    /// The export being served: counters and caches, for metrics and tests.
-    pub fn export(&self) -> Arc<Export> {
-        self.export.clone()
-    }
-
     /// Serve until `shutdown` completes, then stop accepting, let calls in flight finish (up to
     /// the drain timeout) and return.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
