@@ -3,8 +3,9 @@
 use crate::buffers::BufferPool;
 use crate::config::MAX_READ;
 use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
+use crate::error::Stale;
 use crate::handle::FileHandle;
-use crate::resolve::{self, HandleCache, Stale};
+use crate::resolve::{self, HandleCache};
 use crate::splice::PipePool;
 use mountshare_fs::{Attr, Backend, FsError, RelPath};
 use std::net::SocketAddr;

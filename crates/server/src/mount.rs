@@ -1,6 +1,7 @@
 //! MOUNT protocol (RFC 1813 appendix I): hands out the root handle (or a subdirectory's) and
 //! keeps the advisory list of who mounted. Versions 1 and 3 share every procedure's encoding
 //! except MNT, which only version 3 serves (version 1's 32-byte handles cannot hold ours).
+use crate::error;
 use crate::export::Export;
 use crate::reply::{decode_args, Reply};
 use mountshare_fs::RelPath;
@@ -67,7 +68,7 @@ pub(crate) fn call(
 fn mnt(export: &Export, path: &[u8]) -> MountRes3 {
     let rel = match RelPath::parse(path) {
         Ok(p) => p,
-        Err(_) => return MountRes3::Fail(MountStat3::NoEnt),
+        Err(e) => return MountRes3::Fail(error::mount_path_refused(&e)),
     };
     match export.stat(&rel) {
         Ok(attr) if attr.is_dir() => match export.handle_for(&rel) {
@@ -78,10 +79,6 @@ fn mnt(export: &Export, path: &[u8]) -> MountRes3 {
             None => MountRes3::Fail(MountStat3::NameTooLong),
         },
         Ok(_) => MountRes3::Fail(MountStat3::NotDir),
-        Err(e) => MountRes3::Fail(match crate::error::nfsstat(&e) {
-            mountshare_proto::nfs3::NfsStat3::Acces => MountStat3::Acces,
-            mountshare_proto::nfs3::NfsStat3::NotDir => MountStat3::NotDir,
-            _ => MountStat3::NoEnt,
-        }),
+        Err(e) => MountRes3::Fail(error::mount_status(&e)),
     }
 }

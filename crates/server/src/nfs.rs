@@ -4,9 +4,9 @@ use crate::auth::Creds;
 use crate::config::MAX_READ;
 use crate::reply::{decode_args, Reply, Tail};
 
-use crate::error::nfsstat;
+use crate::error::{self, nfsstat};
 use crate::export::Export;
-use crate::handle::{path_hash, BadHandle, FileHandle};
+use crate::handle::{path_hash, FileHandle};
 use crate::splice::{Spliced, SplicedData};
 use mountshare_fs::{Attr, FileKind, RelPath, Timestamp};
 use mountshare_proto::nfs3::*;
@@ -154,21 +154,17 @@ type Failed = (NfsStat3, PostOpAttr);
 
 impl Handler<'_> {
     fn path_of(&self, fh: &NfsFh3) -> Result<RelPath, NfsStat3> {
-        let fh = FileHandle::decode(&fh.data).map_err(|e: BadHandle| {
-            tracing::debug!(error = %e, "bad file handle");
-            NfsStat3::BadHandle
-        })?;
-        self.export.resolve(&fh).map_err(|_| NfsStat3::Stale)
+        let fh = FileHandle::decode(&fh.data).map_err(|e| error::bad_handle(&e))?;
+        self.export.resolve(&fh).map_err(error::stale_handle)
     }
 
     /// Resolve and stat: the object's path and current attributes.
     fn object(&self, fh: &NfsFh3) -> Result<(RelPath, Attr), NfsStat3> {
         let path = self.path_of(fh)?;
-        let attr = self.export.stat(&path).map_err(|e| match nfsstat(&e) {
-            // It resolved a moment ago; gone now means the handle is stale.
-            NfsStat3::NoEnt | NfsStat3::NotDir => NfsStat3::Stale,
-            s => s,
-        })?;
+        let attr = self
+            .export
+            .stat(&path)
+            .map_err(|e| error::object_status(&e))?;
         Ok((path, attr))
     }
 
@@ -271,7 +267,11 @@ impl Handler<'_> {
                     // No pipe to be had, or no splice on this file system: copy instead.
                     Spliced::CopyInstead => {}
                     Spliced::Failed => {
-                        return read_failed(reply, NfsStat3::Io, self.post_op_of(&path))
+                        return read_failed(
+                            reply,
+                            error::zero_copy_failed(),
+                            self.post_op_of(&path),
+                        )
                     }
                 }
             }
@@ -304,7 +304,7 @@ impl Handler<'_> {
     ) {
         let attr = match Attr::of_file(file) {
             Ok(a) => a,
-            Err(_) => return read_failed(reply, NfsStat3::Io, self.post_op_of(path)),
+            Err(_) => return read_failed(reply, error::zero_copy_failed(), self.post_op_of(path)),
         };
         if !self.creds.can_read_data(&attr) {
             return read_failed(reply, NfsStat3::Acces, self.post_op(path, &attr));
@@ -326,16 +326,10 @@ impl Handler<'_> {
         (n as u32).encode(out);
     }
 
-    /// Only regular files are read; say why the others are not, as the RFC does.
+    /// A failed READ, with the file's attributes when a stat still finds it.
     fn read_error(&self, reply: &mut Reply, path: &RelPath, e: mountshare_fs::FsError) {
         let attr = self.export.stat(path).ok();
-        let s = match (attr.as_ref().map(|a| a.kind), nfsstat(&e)) {
-            (Some(FileKind::Directory), _) => NfsStat3::IsDir,
-            (Some(FileKind::Regular), s) => s,
-            (Some(_), _) => NfsStat3::Inval,
-            (None, NfsStat3::NoEnt | NfsStat3::NotDir) => NfsStat3::Stale,
-            (None, s) => s,
-        };
+        let s = error::read_status(attr.as_ref().map(|a| a.kind), &e);
         let attrs = match attr {
             Some(a) => self.post_op(path, &a),
             None => PostOpAttr(None),
