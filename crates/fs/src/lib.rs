@@ -6,6 +6,9 @@
 
 mod attr;
 mod error;
+/// Test support: a backend wrapper that injects failures, delays and stalls.
+#[cfg(any(test, feature = "fault"))]
+pub mod fault;
 mod local;
 mod open_files;
 mod path;
