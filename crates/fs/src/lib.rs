@@ -8,6 +8,9 @@
 
 mod attr;
 mod error;
+/// Test support: a backend wrapper that injects failures, delays and stalls.
+#[cfg(any(test, feature = "fault"))]
+pub mod fault;
 pub mod follow;
 mod local;
 mod open_files;

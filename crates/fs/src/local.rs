@@ -10,7 +10,7 @@ use rustix::fs::{Mode, OFlags, ResolveFlags};
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,7 +39,6 @@ impl Default for LocalFsOptions {
 /// A directory tree on this host, read beneath its root.
 pub struct LocalFs {
     root: OwnedFd,
-    root_path: PathBuf,
     open_files: OpenFileCache,
 }
 
@@ -57,14 +56,8 @@ impl LocalFs {
         )?;
         Ok(LocalFs {
             root: fd,
-            root_path: root.to_path_buf(),
             open_files: OpenFileCache::new(options.open_files, options.revalidate_after),
         })
-    }
-
-    /// The host path this backend serves.
-    pub fn root_path(&self) -> &Path {
-        &self.root_path
     }
 
     /// Counters of the open-file cache.

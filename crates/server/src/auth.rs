@@ -9,7 +9,7 @@ const NOBODY: u32 = 65534;
 
 /// The caller's identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Creds {
+pub(crate) struct Creds {
     pub uid: u32,
     pub gid: u32,
     pub gids: Vec<u32>,
@@ -17,7 +17,7 @@ pub struct Creds {
 
 impl Creds {
     /// The identity of a call's credential; `None` for flavors this server does not accept.
-    pub fn from_auth(cred: &OpaqueAuth) -> Option<Creds> {
+    pub(crate) fn from_auth(cred: &OpaqueAuth) -> Option<Creds> {
         match cred.flavor {
             AUTH_SYS => {
                 let sys = cred.as_auth_sys()?.ok()?;
@@ -47,12 +47,12 @@ impl Creds {
         (attr.mode >> shift) & 7
     }
 
-    pub fn can_read(&self, attr: &Attr) -> bool {
+    pub(crate) fn can_read(&self, attr: &Attr) -> bool {
         self.uid == 0 || self.class_bits(attr) & 4 != 0
     }
 
     /// Search a directory, or execute a file (root: if anyone may).
-    pub fn can_exec(&self, attr: &Attr) -> bool {
+    pub(crate) fn can_exec(&self, attr: &Attr) -> bool {
         if self.uid == 0 {
             return attr.kind == FileKind::Directory || attr.mode & 0o111 != 0;
         }
@@ -61,12 +61,12 @@ impl Creds {
 
     /// READ of a file's data. As knfsd does, the owner may always read (the client checked at
     /// open time), and execute permission suffices (the client reads pages to execute).
-    pub fn can_read_data(&self, attr: &Attr) -> bool {
+    pub(crate) fn can_read_data(&self, attr: &Attr) -> bool {
         self.uid == attr.uid || self.can_read(attr) || self.can_exec(attr)
     }
 
     /// The ACCESS3 bits granted out of `requested`. Nothing that modifies is ever granted.
-    pub fn access(&self, attr: &Attr, requested: u32) -> u32 {
+    pub(crate) fn access(&self, attr: &Attr, requested: u32) -> u32 {
         let mut granted = 0;
         if self.can_read(attr) {
             granted |= ACCESS3_READ;

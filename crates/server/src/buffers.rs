@@ -4,34 +4,34 @@
 use std::sync::Mutex;
 
 /// A buffer holding `len` valid bytes (its allocation may be larger).
-pub struct DataBuf {
+pub(crate) struct DataBuf {
     buf: Vec<u8>,
     len: usize,
 }
 
 impl DataBuf {
     /// The whole buffer, to read into.
-    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
         &mut self.buf
     }
 
     /// Mark the first `len` bytes as the data (at most the buffer's size).
-    pub fn set_len(&mut self, len: usize) {
+    pub(crate) fn set_len(&mut self, len: usize) {
         self.len = len.min(self.buf.len());
     }
 
-    pub fn data(&self) -> &[u8] {
+    pub(crate) fn data(&self) -> &[u8] {
         &self.buf[..self.len]
     }
 }
 
-pub struct BufferPool {
+pub(crate) struct BufferPool {
     free: Mutex<Vec<Vec<u8>>>,
     max_free: usize,
 }
 
 impl BufferPool {
-    pub fn new(max_free: usize) -> Self {
+    pub(crate) fn new(max_free: usize) -> Self {
         BufferPool {
             free: Mutex::new(Vec::new()),
             max_free,
@@ -39,7 +39,7 @@ impl BufferPool {
     }
 
     /// A buffer of at least `size` bytes (only the part that was never used before is zeroed).
-    pub fn take(&self, size: usize) -> DataBuf {
+    pub(crate) fn take(&self, size: usize) -> DataBuf {
         let mut buf = self
             .free
             .lock()
@@ -52,7 +52,7 @@ impl BufferPool {
         DataBuf { buf, len: 0 }
     }
 
-    pub fn give_back(&self, data: DataBuf) {
+    pub(crate) fn give_back(&self, data: DataBuf) {
         let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
         if free.len() < self.max_free {
             free.push(data.buf);

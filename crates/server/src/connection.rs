@@ -5,10 +5,10 @@
 //! A call runs start to end on one blocking thread: decode, file-system work, and the write of
 //! the reply. A reply normally fits the socket buffer and is written without waiting, so a call
 //! costs one hand-off between threads, as in a thread-pool server.
-use crate::dispatch::{self, CallCtx, Framed, Tail};
+use crate::config::Limits;
+use crate::dispatch::{self, CallCtx};
 use crate::export::Export;
-use crate::server::Limits;
-use crate::splice;
+use crate::reply::{Framed, Tail};
 use bytes::BytesMut;
 use mountshare_proto::record::RecordDecoder;
 use rustix::net::SendFlags;
@@ -121,7 +121,7 @@ fn call(
         let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::ReadWrite);
     }
     drop(w);
-    reply.recycle(export);
+    reply.recycle(export.read_buffers());
     drop(permits);
 }
 
@@ -138,16 +138,7 @@ fn write_reply(sock: &TcpStream, reply: &mut Framed) -> std::io::Result<()> {
     send_all(sock, &reply.head, has_tail)?;
     match &mut reply.tail {
         Some(Tail::Buf(b)) => send_all(sock, b.data(), !pad.is_empty())?,
-        Some(Tail::Pipe(p)) => {
-            while p.pending > 0 {
-                match splice::drain_into(p, sock, !pad.is_empty()) {
-                    Ok(_) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_writable(sock)?,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
+        Some(Tail::Pipe(p)) => p.send(sock, !pad.is_empty(), || wait_writable(sock))?,
         None => {}
     }
     send_all(sock, pad, false)

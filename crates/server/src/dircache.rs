@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 /// One directory's entries, sorted by cookie.
 #[derive(Debug)]
-pub struct DirSnapshot {
+pub(crate) struct DirSnapshot {
     /// (cookie, name), ascending by cookie.
     pub entries: Vec<(u64, Vec<u8>)>,
     mtime: Timestamp,
@@ -26,7 +26,7 @@ pub struct DirSnapshot {
 
 impl DirSnapshot {
     /// Index of the first entry whose cookie is greater than `cookie`.
-    pub fn position_after(&self, cookie: u64) -> usize {
+    pub(crate) fn position_after(&self, cookie: u64) -> usize {
         self.entries.partition_point(|(c, _)| *c <= cookie)
     }
 
@@ -40,7 +40,7 @@ impl DirSnapshot {
 
 /// Limits of the [`DirCache`].
 #[derive(Debug, Clone)]
-pub struct DirCacheLimits {
+pub(crate) struct DirCacheLimits {
     pub max_dirs: usize,
     pub max_entries: usize,
     /// A snapshot is re-read after this long even if the directory's times did not change: some
@@ -59,7 +59,7 @@ impl Default for DirCacheLimits {
 }
 
 /// A bounded cache of [`DirSnapshot`]s keyed by directory path.
-pub struct DirCache {
+pub(crate) struct DirCache {
     limits: DirCacheLimits,
     inner: Mutex<Inner>,
 }
@@ -72,7 +72,7 @@ struct Inner {
 }
 
 impl DirCache {
-    pub fn new(limits: DirCacheLimits) -> Self {
+    pub(crate) fn new(limits: DirCacheLimits) -> Self {
         DirCache {
             limits,
             inner: Mutex::new(Inner::default()),
@@ -85,7 +85,7 @@ impl DirCache {
 
     /// The snapshot of the directory at `path`, whose current attributes are `attr`. Reads the
     /// directory when no valid snapshot is cached.
-    pub fn snapshot(
+    pub(crate) fn snapshot(
         &self,
         backend: &dyn Backend,
         path: &RelPath,
@@ -144,11 +144,5 @@ impl DirCache {
         }
         inner.entries += n;
         inner.map.insert(path, (snap, tick));
-    }
-
-    /// Number of directories and entries cached now.
-    pub fn size(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.map.len(), inner.entries)
     }
 }

@@ -1,12 +1,85 @@
-//! The one place where backend errors become `nfsstat3` codes.
-use mountshare_fs::FsError;
+//! The one place where errors become wire statuses: a backend [`FsError`], a handle that does
+//! not decode or resolve, or a zero-copy READ that broke, becomes an `nfsstat3` (or, for MNT, a
+//! `mountstat3`) here and nowhere else. Each special case has its own named function.
+//!
+//! The handlers still choose the statuses the protocol itself prescribes from what they see
+//! (NFS3ERR_ROFS for a change, NOTDIR for a LOOKUP in a file, ACCES from the credential, ...);
+//! they never look at an error's kind, nor remap a status they got from here.
+//! `tests/status_mapping.rs` checks that by reading the crate's sources.
+use crate::handle::BadHandle;
+use mountshare_fs::{FileKind, FsError};
+use mountshare_proto::mount3::MountStat3;
 use mountshare_proto::nfs3::NfsStat3;
 use rustix::io::Errno;
+
+/// The result of resolving a handle that names nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stale;
+
+/// A handle that names nothing below the export (any more): NFS3ERR_STALE.
+pub(crate) fn stale_handle(_: Stale) -> NfsStat3 {
+    NfsStat3::Stale
+}
+
+/// A handle whose bytes are not a handle of this server: NFS3ERR_BADHANDLE.
+pub(crate) fn bad_handle(err: &BadHandle) -> NfsStat3 {
+    tracing::debug!(error = %err, "bad file handle");
+    NfsStat3::BadHandle
+}
+
+/// A stat of the object a handle resolved to a moment ago. Gone now (ENOENT, ENOTDIR on the way)
+/// means the handle is stale; anything else maps as [`nfsstat`] does.
+pub(crate) fn object_status(err: &FsError) -> NfsStat3 {
+    match nfsstat(err) {
+        NfsStat3::NoEnt | NfsStat3::NotDir => NfsStat3::Stale,
+        s => s,
+    }
+}
+
+/// A READ whose open or read failed with `err`, where `kind` is what a stat of the path found
+/// now (`None`: the stat failed too). Only regular files are read; say why the others are not,
+/// as the RFC does.
+pub(crate) fn read_status(kind: Option<FileKind>, err: &FsError) -> NfsStat3 {
+    match (kind, nfsstat(err)) {
+        (Some(FileKind::Directory), _) => NfsStat3::IsDir,
+        (Some(FileKind::Regular), s) => s,
+        (Some(_), _) => NfsStat3::Inval,
+        (None, NfsStat3::NoEnt | NfsStat3::NotDir) => NfsStat3::Stale,
+        (None, s) => s,
+    }
+}
+
+/// A zero-copy READ that failed after bytes were moved into its pipe (the splice broke
+/// part-way, or the open file could not be stat'ed): it cannot fall back to copying, and the
+/// client gets EIO.
+pub(crate) fn zero_copy_failed() -> NfsStat3 {
+    NfsStat3::Io
+}
+
+/// A directory that a handle's guided walk could not stat or list. For now it is a dead end:
+/// the walk goes on with the other candidates, and a handle with none left is [`Stale`].
+pub(crate) fn walk_failed(_: &FsError) -> Stale {
+    Stale
+}
+
+/// The MOUNT status of a MNT whose stat of the directory failed with `err`.
+pub(crate) fn mount_status(err: &FsError) -> MountStat3 {
+    match nfsstat(err) {
+        NfsStat3::Acces => MountStat3::Acces,
+        NfsStat3::NotDir => MountStat3::NotDir,
+        _ => MountStat3::NoEnt,
+    }
+}
+
+/// A MNT path that names nothing below the export (`..`, or a component too long): NOENT.
+pub(crate) fn mount_path_refused(_: &FsError) -> MountStat3 {
+    MountStat3::NoEnt
+}
 
 /// The NFS status a client should see for `err`. Failures of the file system itself (not of
 /// what the client asked) are logged, at most once every ten seconds: a FUSE daemon that died
 /// shows here as "Transport endpoint is not connected" while clients see EIO.
-pub fn nfsstat(err: &FsError) -> NfsStat3 {
+pub(crate) fn nfsstat(err: &FsError) -> NfsStat3 {
     let status = map(err);
     if status == NfsStat3::Io {
         report_io(err);
@@ -70,6 +143,28 @@ mod tests {
 
     fn os(e: Errno) -> FsError {
         FsError::from(e)
+    }
+
+    #[test]
+    fn special_cases_keep_their_statuses() {
+        assert_eq!(object_status(&os(Errno::NOENT)), NfsStat3::Stale);
+        assert_eq!(object_status(&os(Errno::NOTDIR)), NfsStat3::Stale);
+        assert_eq!(object_status(&os(Errno::ACCESS)), NfsStat3::Acces);
+        let eio = os(Errno::IO);
+        assert_eq!(
+            read_status(Some(FileKind::Directory), &eio),
+            NfsStat3::IsDir
+        );
+        assert_eq!(read_status(Some(FileKind::Regular), &eio), NfsStat3::Io);
+        assert_eq!(read_status(Some(FileKind::Symlink), &eio), NfsStat3::Inval);
+        assert_eq!(read_status(None, &os(Errno::NOENT)), NfsStat3::Stale);
+        assert_eq!(read_status(None, &eio), NfsStat3::Io);
+        assert_eq!(mount_status(&os(Errno::ACCESS)), MountStat3::Acces);
+        assert_eq!(mount_status(&os(Errno::NOTDIR)), MountStat3::NotDir);
+        assert_eq!(mount_status(&eio), MountStat3::NoEnt);
+        assert_eq!(mount_path_refused(&FsError::NameTooLong), MountStat3::NoEnt);
+        assert_eq!(stale_handle(walk_failed(&eio)), NfsStat3::Stale);
+        assert_eq!(zero_copy_failed(), NfsStat3::Io);
     }
 
     #[test]

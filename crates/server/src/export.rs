@@ -1,39 +1,38 @@
 //! The state of one export: the backend, and the caches that make handles and listings cheap.
 //! None of it must survive a restart: every cache can be rebuilt from the tree.
 use crate::buffers::BufferPool;
-use crate::dircache::{DirCache, DirCacheLimits};
+use crate::config::MAX_READ;
+use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
+use crate::error::Stale;
 use crate::handle::FileHandle;
-use crate::resolve::{self, HandleCache, Stale};
+use crate::resolve::{self, HandleCache};
+use crate::splice::PipePool;
 use mountshare_fs::{Attr, Backend, FsError, RelPath};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-
-/// The fsid used unless configured: the same on every server, so that a failover to another
-/// server over the same tree presents the same file system to clients.
-pub const DEFAULT_FSID: u64 = 0x6d73_6861_7265_0001;
 
 /// Most entries kept in the MOUNT list (DUMP); it is advisory only.
 const MAX_MOUNT_LIST: usize = 1024;
 
 /// One exported tree and its caches.
-pub struct Export {
-    pub backend: Arc<dyn Backend>,
-    pub dirs: DirCache,
-    pub handles: HandleCache,
+pub(crate) struct Export {
+    backend: Arc<dyn Backend>,
+    dirs: DirCache,
+    handles: HandleCache,
     /// READ buffers, reused across calls.
-    pub(crate) read_buffers: BufferPool,
+    read_buffers: BufferPool,
     /// Pipes for zero-copy READ.
-    pub(crate) pipes: crate::splice::PipePool,
-    pub fsid: u64,
+    pipes: Arc<PipePool>,
+    fsid: u64,
     /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
-    pub port: u16,
+    port: u16,
     /// The portmapper port, when PORTMAP is also served on 111.
-    pub portmap_port: Option<u16>,
+    portmap_port: Option<u16>,
     mounts: Mutex<Vec<(String, String)>>,
 }
 
 impl Export {
-    pub fn new(
+    pub(crate) fn new(
         backend: Arc<dyn Backend>,
         fsid: u64,
         port: u16,
@@ -45,7 +44,7 @@ impl Export {
             handles: HandleCache::new(1 << 18),
             read_buffers: BufferPool::new(64),
             // 32 pipes of 1 MiB stay within the default per-user pipe limit (64 MiB).
-            pipes: crate::splice::PipePool::new(32, crate::nfs::MAX_READ as usize),
+            pipes: Arc::new(PipePool::new(32, MAX_READ as usize)),
             fsid,
             port,
             portmap_port,
@@ -53,23 +52,63 @@ impl Export {
         }
     }
 
+    /// The tree served.
+    pub(crate) fn backend(&self) -> &dyn Backend {
+        self.backend.as_ref()
+    }
+
+    /// The NFS fsid of every object of this export.
+    pub(crate) fn fsid(&self) -> u64 {
+        self.fsid
+    }
+
+    /// The TCP port NFS and MOUNT are served on: what PORTMAP GETPORT answers.
+    pub(crate) fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The portmapper port, when PORTMAP is also served on 111.
+    pub(crate) fn portmap_port(&self) -> Option<u16> {
+        self.portmap_port
+    }
+
+    /// READ buffers, reused across calls.
+    pub(crate) fn read_buffers(&self) -> &BufferPool {
+        &self.read_buffers
+    }
+
+    /// Pipes for zero-copy READ.
+    pub(crate) fn pipes(&self) -> &Arc<PipePool> {
+        &self.pipes
+    }
+
+    /// The snapshot of the directory at `path` (current attributes `attr`), from the cache or
+    /// read now.
+    pub(crate) fn dir_snapshot(
+        &self,
+        path: &RelPath,
+        attr: &Attr,
+    ) -> Result<Arc<DirSnapshot>, FsError> {
+        self.dirs.snapshot(self.backend.as_ref(), path, attr)
+    }
+
     /// The path a handle names, or `Stale`.
-    pub fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Stale> {
+    pub(crate) fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Stale> {
         resolve::resolve(fh, self.backend.as_ref(), &self.dirs, &self.handles)
     }
 
     /// The handle of `path`, remembered so that it resolves without a walk.
-    pub fn handle_for(&self, path: &RelPath) -> Option<FileHandle> {
+    pub(crate) fn handle_for(&self, path: &RelPath) -> Option<FileHandle> {
         let fh = FileHandle::for_path(path)?;
         self.handles.insert(path);
         Some(fh)
     }
 
-    pub fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
+    pub(crate) fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
         self.backend.stat(path)
     }
 
-    pub fn record_mount(&self, peer: SocketAddr, dirpath: &str) {
+    pub(crate) fn record_mount(&self, peer: SocketAddr, dirpath: &str) {
         let mut m = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
         let entry = (peer.ip().to_string(), dirpath.to_string());
         if !m.contains(&entry) {
@@ -80,14 +119,14 @@ impl Export {
         }
     }
 
-    pub fn forget_mount(&self, peer: SocketAddr, dirpath: Option<&str>) {
+    pub(crate) fn forget_mount(&self, peer: SocketAddr, dirpath: Option<&str>) {
         let host = peer.ip().to_string();
         let mut m = self.mounts.lock().unwrap_or_else(|e| e.into_inner());
         m.retain(|(h, d)| !(h == &host && dirpath.is_none_or(|p| p == d)));
     }
 
     /// (host, directory) pairs of clients that mounted and have not unmounted.
-    pub fn mount_list(&self) -> Vec<(String, String)> {
+    pub(crate) fn mount_list(&self) -> Vec<(String, String)> {
         self.mounts
             .lock()
             .unwrap_or_else(|e| e.into_inner())

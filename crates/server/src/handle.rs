@@ -13,20 +13,22 @@
 use mountshare_fs::RelPath;
 
 /// The format version in byte 0.
-pub const VERSION: u8 = 1;
+pub(crate) const VERSION: u8 = 1;
 /// Component hashes carried in a handle; deeper paths are found by searching below this level.
-pub const MAX_GUIDED_DEPTH: usize = 13;
+pub(crate) const MAX_GUIDED_DEPTH: usize = 13;
 /// The longest handle this format produces.
-pub const MAX_HANDLE_LEN: usize = 2 + 8 + 4 * MAX_GUIDED_DEPTH;
+pub(crate) const MAX_HANDLE_LEN: usize = 2 + 8 + 4 * MAX_GUIDED_DEPTH;
+// Every handle fits NFS3_FHSIZE, checked when this is compiled.
+const _: () = assert!(MAX_HANDLE_LEN <= mountshare_proto::nfs3::NFS3_FHSIZE as usize);
 /// The deepest path a handle may name. Deeper trees are refused rather than searched forever.
-pub const MAX_DEPTH: usize = 255;
+pub(crate) const MAX_DEPTH: usize = 255;
 
 const PATH_SEED: u64 = 0x6d6f_756e_7473_6861; // "mountsha"
 const COMPONENT_SEED: u64 = 0x7265_2d63_6f6d_7031; // "re-comp1"
 const COOKIE_SEED: u64 = 0x636f_6f6b_6965_7631; // "cookiev1"
 
 /// The 64-bit hash of a whole relative path: the handle's identity and the NFS fileid.
-pub fn path_hash(path: &RelPath) -> u64 {
+pub(crate) fn path_hash(path: &RelPath) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(path.as_bytes(), PATH_SEED)
 }
 
@@ -37,7 +39,7 @@ pub fn component_hash(name: &[u8]) -> u32 {
 
 /// The READDIR cookie of an entry name. Cookies 0 (start), 1 (`.`) and 2 (`..`) are reserved, so
 /// real entries always sort after the dot entries.
-pub fn name_cookie(name: &[u8]) -> u64 {
+pub(crate) fn name_cookie(name: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64_with_seed(name, COOKIE_SEED).max(3)
 }
 

@@ -1,20 +1,28 @@
 //! The mountshare NFSv3 server: connections, RPC dispatch, and the NFS, MOUNT and PORTMAP
 //! handlers over a [`mountshare_fs::Backend`].
+//!
+//! Only [`Server`] and its configuration are public; docs/ARCHITECTURE.md maps the modules.
 
-pub mod auth;
+mod auth;
 mod buffers;
+mod config;
 mod connection;
-pub mod dircache;
-pub mod dispatch;
-pub mod error;
-pub mod export;
-pub mod handle;
+mod dircache;
+mod dispatch;
+mod error;
+mod export;
+mod handle;
 mod mount;
-pub mod nfs;
+mod nfs;
 mod portmap;
-pub mod resolve;
+mod reply;
+mod resolve;
 mod server;
 mod splice;
 
-pub use export::{Export, DEFAULT_FSID};
-pub use server::{Limits, Server, ServerConfig, ServerError};
+pub use config::{Limits, ServerConfig, DEFAULT_FSID};
+pub use server::{Server, ServerError};
+
+/// The file-handle format, for tests that forge handles as a hostile client could. Not an API.
+#[doc(hidden)]
+pub use handle::{component_hash, FileHandle};

@@ -1,15 +1,17 @@
 //! MOUNT protocol (RFC 1813 appendix I): hands out the root handle (or a subdirectory's) and
 //! keeps the advisory list of who mounted. Versions 1 and 3 share every procedure's encoding
 //! except MNT, which only version 3 serves (version 1's 32-byte handles cannot hold ours).
-use crate::dispatch::{decode_args, CallCtx, Reply};
+use crate::error;
 use crate::export::Export;
+use crate::reply::{decode_args, Reply};
 use mountshare_fs::RelPath;
 use mountshare_proto::mount3::*;
 use mountshare_proto::rpc::{AcceptStat, AUTH_SYS};
+use std::net::SocketAddr;
 
 pub(crate) fn call(
     export: &Export,
-    ctx: &CallCtx,
+    peer: SocketAddr,
     vers: u32,
     procedure: u32,
     args: &[u8],
@@ -27,8 +29,8 @@ pub(crate) fn call(
             let DirPath(path) = decode_args(args)?;
             let res = mnt(export, &path);
             if matches!(res, MountRes3::Ok(_)) {
-                export.record_mount(ctx.peer, &String::from_utf8_lossy(&path));
-                tracing::info!(peer = %ctx.peer, path = %String::from_utf8_lossy(&path), "client mounted");
+                export.record_mount(peer, &String::from_utf8_lossy(&path));
+                tracing::info!(peer = %peer, path = %String::from_utf8_lossy(&path), "client mounted");
             }
             reply.results(&res);
         }
@@ -45,11 +47,11 @@ pub(crate) fn call(
         }
         mountproc3::UMNT => {
             let DirPath(path) = decode_args(args)?;
-            export.forget_mount(ctx.peer, Some(&String::from_utf8_lossy(&path)));
+            export.forget_mount(peer, Some(&String::from_utf8_lossy(&path)));
             reply.success();
         }
         mountproc3::UMNTALL => {
-            export.forget_mount(ctx.peer, None);
+            export.forget_mount(peer, None);
             reply.success();
         }
         mountproc3::EXPORT => reply.results(&Exports(vec![ExportNode {
@@ -66,7 +68,7 @@ pub(crate) fn call(
 fn mnt(export: &Export, path: &[u8]) -> MountRes3 {
     let rel = match RelPath::parse(path) {
         Ok(p) => p,
-        Err(_) => return MountRes3::Fail(MountStat3::NoEnt),
+        Err(e) => return MountRes3::Fail(error::mount_path_refused(&e)),
     };
     match export.stat(&rel) {
         Ok(attr) if attr.is_dir() => match export.handle_for(&rel) {
@@ -77,10 +79,6 @@ fn mnt(export: &Export, path: &[u8]) -> MountRes3 {
             None => MountRes3::Fail(MountStat3::NameTooLong),
         },
         Ok(_) => MountRes3::Fail(MountStat3::NotDir),
-        Err(e) => MountRes3::Fail(match crate::error::nfsstat(&e) {
-            mountshare_proto::nfs3::NfsStat3::Acces => MountStat3::Acces,
-            mountshare_proto::nfs3::NfsStat3::NotDir => MountStat3::NotDir,
-            _ => MountStat3::NoEnt,
-        }),
+        Err(e) => MountRes3::Fail(error::mount_status(&e)),
     }
 }

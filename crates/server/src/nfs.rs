@@ -1,23 +1,23 @@
 //! NFS version 3 procedures (RFC 1813 section 3.3): the read side over the backend, and
 //! NFS3ERR_ROFS for every procedure that would change the tree.
 use crate::auth::Creds;
-use crate::dispatch::{decode_args, Reply, Tail};
+use crate::config::MAX_READ;
+use crate::reply::{decode_args, Reply, Tail};
 
-use crate::error::nfsstat;
+use crate::error::{self, nfsstat};
 use crate::export::Export;
-use crate::handle::{path_hash, BadHandle, FileHandle};
+use crate::handle::{path_hash, FileHandle};
+use crate::splice::{Spliced, SplicedData};
 use mountshare_fs::{Attr, FileKind, RelPath, Timestamp};
 use mountshare_proto::nfs3::*;
 use mountshare_proto::rpc::AcceptStat;
 use mountshare_proto::xdr::XdrEncode;
 
-/// The largest READ served and advertised (FSINFO rtmax/rtpref).
-pub const MAX_READ: u32 = 1 << 20;
 /// The largest READDIR/READDIRPLUS reply built, whatever the client asks.
 const MAX_DIR_REPLY: u32 = 1 << 20;
 /// The cookie verifier: a constant of the cookie scheme, so cookies stay valid across restarts
 /// and failovers. A cookie from anything else (another server, an older scheme) is refused.
-pub const COOKIE_VERIFIER: CookieVerf3 = *b"mshare01";
+pub(crate) const COOKIE_VERIFIER: CookieVerf3 = *b"mshare01";
 /// Cookies of the `.` and `..` entries (real entries are always above 2).
 const DOT_COOKIE: u64 = 1;
 const DOTDOT_COOKIE: u64 = 2;
@@ -110,7 +110,7 @@ fn time3(t: Timestamp) -> NfsTime3 {
 
 /// The `fattr3` of `path`. The fileid is the path hash, not the host inode: it must be the same
 /// after a restart and on another server, where inode numbers (of a FUSE tree especially) differ.
-pub fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
+pub(crate) fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
     Fattr3 {
         ftype: match a.kind {
             FileKind::Regular => Ftype3::Reg,
@@ -154,32 +154,28 @@ type Failed = (NfsStat3, PostOpAttr);
 
 impl Handler<'_> {
     fn path_of(&self, fh: &NfsFh3) -> Result<RelPath, NfsStat3> {
-        let fh = FileHandle::decode(&fh.data).map_err(|e: BadHandle| {
-            tracing::debug!(error = %e, "bad file handle");
-            NfsStat3::BadHandle
-        })?;
-        self.export.resolve(&fh).map_err(|_| NfsStat3::Stale)
+        let fh = FileHandle::decode(&fh.data).map_err(|e| error::bad_handle(&e))?;
+        self.export.resolve(&fh).map_err(error::stale_handle)
     }
 
     /// Resolve and stat: the object's path and current attributes.
     fn object(&self, fh: &NfsFh3) -> Result<(RelPath, Attr), NfsStat3> {
         let path = self.path_of(fh)?;
-        let attr = self.export.stat(&path).map_err(|e| match nfsstat(&e) {
-            // It resolved a moment ago; gone now means the handle is stale.
-            NfsStat3::NoEnt | NfsStat3::NotDir => NfsStat3::Stale,
-            s => s,
-        })?;
+        let attr = self
+            .export
+            .stat(&path)
+            .map_err(|e| error::object_status(&e))?;
         Ok((path, attr))
     }
 
     fn post_op(&self, path: &RelPath, attr: &Attr) -> PostOpAttr {
-        PostOpAttr(Some(fattr3(self.export.fsid, path, attr)))
+        PostOpAttr(Some(fattr3(self.export.fsid(), path, attr)))
     }
 
     fn getattr(&self, a: GetAttr3Args) -> GetAttr3Res {
         match self.object(&a.object) {
             Ok((path, attr)) => GetAttr3Res::Ok(GetAttr3ResOk {
-                obj_attributes: fattr3(self.export.fsid, &path, &attr),
+                obj_attributes: fattr3(self.export.fsid(), &path, &attr),
             }),
             Err(s) => GetAttr3Res::Fail(s, ()),
         }
@@ -241,7 +237,7 @@ impl Handler<'_> {
         if attr.kind != FileKind::Symlink {
             return fail(NfsStat3::Inval, attrs);
         }
-        match self.export.backend.read_link(&path) {
+        match self.export.backend().read_link(&path) {
             Ok(data) => ReadLink3Res::Ok(ReadLink3ResOk {
                 symlink_attributes: attrs,
                 data,
@@ -259,29 +255,32 @@ impl Handler<'_> {
         };
         let count = a.count.min(MAX_READ) as usize;
         if count > 0 && self.zero_copy {
-            if let Some(opened) = self.export.backend.open_file(&path) {
-                match opened {
-                    Ok(file) => {
-                        if let Some(pipe) = self.export.pipes.take(count) {
-                            match self.read_spliced(&path, &file, pipe, a.offset, count, reply) {
-                                Ok(()) => return,
-                                // No splice on this file system: copy instead.
-                                Err(Some(pipe)) => self.export.pipes.give_back(pipe),
-                                Err(None) => {
-                                    return read_failed(reply, NfsStat3::Io, self.post_op_of(&path))
-                                }
-                            }
-                        }
-                    }
+            if let Some(opened) = self.export.backend().open_file(&path) {
+                let file = match opened {
+                    Ok(file) => file,
                     Err(e) => return self.read_error(reply, &path, e),
+                };
+                match self.export.pipes().read(&file, a.offset, count) {
+                    Spliced::Ready(data) => {
+                        return self.read_spliced(&path, &file, data, a.offset, reply)
+                    }
+                    // No pipe to be had, or no splice on this file system: copy instead.
+                    Spliced::CopyInstead => {}
+                    Spliced::Failed => {
+                        return read_failed(
+                            reply,
+                            error::zero_copy_failed(),
+                            self.post_op_of(&path),
+                        )
+                    }
                 }
             }
         }
-        let mut data = self.export.read_buffers.take(count);
-        let outcome = self
-            .export
-            .backend
-            .read(&path, a.offset, &mut data.as_mut_slice()[..count]);
+        let mut data = self.export.read_buffers().take(count);
+        let outcome =
+            self.export
+                .backend()
+                .read(&path, a.offset, &mut data.as_mut_slice()[..count]);
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => return self.read_error(reply, &path, e),
@@ -294,31 +293,26 @@ impl Handler<'_> {
         reply.set_tail(Tail::Buf(data));
     }
 
-    /// READ through a pipe. `Err(Some(pipe))`: nothing was read (no splice here), try copying;
-    /// `Err(None)`: the read failed part-way.
+    /// READ of bytes already spliced into a pipe: check, then send them after the head.
     fn read_spliced(
         &self,
         path: &RelPath,
         file: &std::fs::File,
-        mut pipe: crate::splice::Pipe,
+        data: SplicedData,
         offset: u64,
-        count: usize,
         reply: &mut Reply,
-    ) -> Result<(), Option<crate::splice::Pipe>> {
-        let n = match crate::splice::fill(&mut pipe, file, offset, count) {
-            Ok(n) => n,
-            Err(_) if pipe.pending == 0 => return Err(Some(pipe)),
-            Err(_) => return Err(None),
+    ) {
+        let attr = match Attr::of_file(file) {
+            Ok(a) => a,
+            Err(_) => return read_failed(reply, error::zero_copy_failed(), self.post_op_of(path)),
         };
-        let attr = Attr::of_file(file).map_err(|_| None)?;
         if !self.creds.can_read_data(&attr) {
-            read_failed(reply, NfsStat3::Acces, self.post_op(path, &attr));
-            return Ok(());
+            return read_failed(reply, NfsStat3::Acces, self.post_op(path, &attr));
         }
+        let n = data.len();
         let eof = offset.saturating_add(n as u64) >= attr.size;
         self.read_ok_head(reply, path, &attr, n, eof);
-        reply.set_tail(Tail::Pipe(pipe));
-        Ok(())
+        reply.set_tail(Tail::Pipe(data));
     }
 
     /// READ3resok up to the opaque's length; the bytes and their padding follow as the tail.
@@ -332,16 +326,10 @@ impl Handler<'_> {
         (n as u32).encode(out);
     }
 
-    /// Only regular files are read; say why the others are not, as the RFC does.
+    /// A failed READ, with the file's attributes when a stat still finds it.
     fn read_error(&self, reply: &mut Reply, path: &RelPath, e: mountshare_fs::FsError) {
         let attr = self.export.stat(path).ok();
-        let s = match (attr.as_ref().map(|a| a.kind), nfsstat(&e)) {
-            (Some(FileKind::Directory), _) => NfsStat3::IsDir,
-            (Some(FileKind::Regular), s) => s,
-            (Some(_), _) => NfsStat3::Inval,
-            (None, NfsStat3::NoEnt | NfsStat3::NotDir) => NfsStat3::Stale,
-            (None, s) => s,
-        };
+        let s = error::read_status(attr.as_ref().map(|a| a.kind), &e);
         let attrs = match attr {
             Some(a) => self.post_op(path, &a),
             None => PostOpAttr(None),
@@ -377,8 +365,7 @@ impl Handler<'_> {
         }
         let snap = self
             .export
-            .dirs
-            .snapshot(self.export.backend.as_ref(), &dir, &attr)
+            .dir_snapshot(&dir, &attr)
             .map_err(|e| (nfsstat(&e), attrs))?;
         Ok((dir, attr, snap))
     }
@@ -497,7 +484,7 @@ impl Handler<'_> {
             Err(s) => return FsStat3Res::Fail(s, FsStat3ResFail::default()),
         };
         let obj_attributes = self.post_op(&path, &attr);
-        match self.export.backend.statfs() {
+        match self.export.backend().statfs() {
             Ok(s) => FsStat3Res::Ok(FsStat3ResOk {
                 obj_attributes,
                 tbytes: s.total_bytes,

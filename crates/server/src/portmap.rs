@@ -1,8 +1,8 @@
 //! PORTMAP version 2 (RFC 1833 section 3), answering for this server only: NFS v3 and MOUNT
 //! (v1, v3) over TCP are on the server's port; nothing is served over UDP, and nothing else is
 //! registered. Clients with no port options (the kernel, `mount.nfs`, the kubelet) ask here.
-use crate::dispatch::{decode_args, Reply};
 use crate::export::Export;
+use crate::reply::{decode_args, Reply};
 use mountshare_proto::mount3::{MOUNT_PROGRAM, MOUNT_V3};
 use mountshare_proto::nfs3::{NFS_PROGRAM, NFS_V3};
 use mountshare_proto::portmap::*;
@@ -23,9 +23,9 @@ pub(crate) fn call(
                 .any(|r| r.prog == m.prog && r.vers == m.vers && r.prot == m.prot)
             {
                 if m.prog == PMAP_PROGRAM {
-                    u32::from(export.portmap_port.unwrap_or(export.port))
+                    u32::from(export.portmap_port().unwrap_or(export.port()))
                 } else {
-                    u32::from(export.port)
+                    u32::from(export.port())
                 }
             } else {
                 0
@@ -44,7 +44,7 @@ pub(crate) fn call(
 }
 
 fn registered(export: &Export) -> Vec<Mapping> {
-    let port = u32::from(export.port);
+    let port = u32::from(export.port());
     let mut list = vec![
         Mapping {
             prog: NFS_PROGRAM,
@@ -65,14 +65,14 @@ fn registered(export: &Export) -> Vec<Mapping> {
             port,
         },
     ];
-    let pm = u32::from(export.portmap_port.unwrap_or(export.port));
+    let pm = u32::from(export.portmap_port().unwrap_or(export.port()));
     list.push(Mapping {
         prog: PMAP_PROGRAM,
         vers: PMAP_V2,
         prot: IPPROTO_TCP,
         port: pm,
     });
-    if export.portmap_port.is_some() {
+    if export.portmap_port().is_some() {
         list.push(Mapping {
             prog: PMAP_PROGRAM,
             vers: PMAP_V2,

@@ -4,6 +4,7 @@
 //! second server over the same tree) is found by a walk from the root guided by the handle's
 //! per-component hashes, and accepted only if the whole-path hash matches.
 use crate::dircache::{DirCache, DirSnapshot};
+use crate::error::{self, Stale};
 use crate::handle::{component_hash, path_hash, FileHandle, MAX_GUIDED_DEPTH};
 use mountshare_fs::{Backend, RelPath};
 use std::collections::HashMap;
@@ -12,26 +13,22 @@ use std::sync::{Arc, Mutex};
 /// Most directory entries a search below the guided depth may visit before giving up.
 const MAX_SEARCH_ENTRIES: usize = 200_000;
 
-/// The result of resolving a handle that names nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Stale;
-
 /// A bounded map from path hash to path, of two generations: lookups hit either, inserts go to
 /// the young one, and when it is full the old one is dropped. Constant time, no unbounded growth.
-pub struct HandleCache {
+pub(crate) struct HandleCache {
     capacity: usize,
     inner: Mutex<(HashMap<u64, RelPath>, HashMap<u64, RelPath>)>,
 }
 
 impl HandleCache {
-    pub fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize) -> Self {
         HandleCache {
             capacity: capacity.max(2),
             inner: Mutex::new((HashMap::new(), HashMap::new())),
         }
     }
 
-    pub fn insert(&self, path: &RelPath) {
+    pub(crate) fn insert(&self, path: &RelPath) {
         let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         if g.0.len() >= self.capacity / 2 {
             g.1 = std::mem::take(&mut g.0);
@@ -51,18 +48,15 @@ impl HandleCache {
         Some(path)
     }
 
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         g.0.len() + g.1.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 }
 
 /// Find the path `fh` names: from the cache, or by a guided walk of the tree.
-pub fn resolve(
+pub(crate) fn resolve(
     fh: &FileHandle,
     backend: &dyn Backend,
     dirs: &DirCache,
@@ -84,19 +78,33 @@ pub fn resolve(
     Ok(found)
 }
 
-/// The snapshot of `dir`, if it is a directory that can be listed now.
-fn listing(backend: &dyn Backend, dirs: &DirCache, dir: &RelPath) -> Option<Arc<DirSnapshot>> {
-    let attr = backend.stat(dir).ok().filter(|a| a.is_dir())?;
-    dirs.snapshot(backend, dir, &attr).ok()
+/// The snapshot of `dir`, if it is a directory that can be listed now. What a failure to stat
+/// or list it means for the walk is [`error::walk_failed`]'s decision.
+fn listing(
+    backend: &dyn Backend,
+    dirs: &DirCache,
+    dir: &RelPath,
+) -> Result<Arc<DirSnapshot>, Stale> {
+    let attr = backend.stat(dir).map_err(|e| error::walk_failed(&e))?;
+    if !attr.is_dir() {
+        return Err(Stale);
+    }
+    dirs.snapshot(backend, dir, &attr)
+        .map_err(|e| error::walk_failed(&e))
 }
 
+/// The paths of `dir`'s entries; none when it cannot be listed. A listed name that cannot be
+/// joined (not a valid component) is no path a handle can name, and is left out.
 fn children(backend: &dyn Backend, dirs: &DirCache, dir: &RelPath) -> Vec<RelPath> {
-    listing(backend, dirs, dir).map_or_else(Vec::new, |snap| {
-        snap.entries
-            .iter()
-            .filter_map(|(_, name)| dir.join(name).ok())
-            .collect()
-    })
+    listing(backend, dirs, dir).map_or_else(
+        |Stale| Vec::new(),
+        |snap| {
+            snap.entries
+                .iter()
+                .filter_map(|(_, name)| dir.join(name).ok())
+                .collect()
+        },
+    )
 }
 
 fn walk(fh: &FileHandle, backend: &dyn Backend, dirs: &DirCache) -> Option<RelPath> {
@@ -105,7 +113,7 @@ fn walk(fh: &FileHandle, backend: &dyn Backend, dirs: &DirCache) -> Option<RelPa
     for want in &fh.components {
         let mut next = Vec::new();
         for dir in &frontier {
-            let Some(snap) = listing(backend, dirs, dir) else {
+            let Ok(snap) = listing(backend, dirs, dir) else {
                 continue;
             };
             // Only the names whose hash matches become paths: a big directory costs no joins.

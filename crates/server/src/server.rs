@@ -1,5 +1,6 @@
 //! The listener: binds the NFS port (and optionally the portmapper port 111), accepts
 //! connections within a bound, and drains in-flight calls on shutdown.
+use crate::config::{Limits, ServerConfig};
 use crate::connection;
 use crate::export::Export;
 use mountshare_fs::Backend;
@@ -13,57 +14,6 @@ use tokio::task::JoinSet;
 
 /// Send buffer of each connection.
 const SOCKET_BUFFER: usize = 4 << 20;
-
-/// Bounds on what the server holds at once.
-#[derive(Debug, Clone)]
-pub struct Limits {
-    /// Connections served at once; further ones wait in the listen backlog.
-    pub max_connections: usize,
-    /// Calls of one connection being worked on at once; past it the connection is not read.
-    pub per_connection_in_flight: usize,
-    /// Calls being worked on at once across all connections.
-    pub total_in_flight: usize,
-    /// Largest RPC record accepted; a larger one closes the connection. Room for a 1 MiB WRITE.
-    pub max_record: usize,
-    /// How long shutdown waits for calls in flight before giving up on them.
-    pub drain_timeout: Duration,
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            max_connections: 1024,
-            per_connection_in_flight: 64,
-            total_in_flight: 256,
-            max_record: (1 << 20) + (64 << 10),
-            drain_timeout: Duration::from_secs(10),
-        }
-    }
-}
-
-/// What the server is asked to do.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Where NFS, MOUNT and PORTMAP are served (TCP).
-    pub listen: SocketAddr,
-    /// Also serve PORTMAP (and everything else) here, normally port 111, over TCP and UDP, so
-    /// clients given no port options find the server.
-    pub portmap_listen: Option<SocketAddr>,
-    /// The NFS `fsid` of the export. Keep it the same on every server of one tree.
-    pub fsid: u64,
-    pub limits: Limits,
-}
-
-impl ServerConfig {
-    pub fn new(listen: SocketAddr) -> Self {
-        ServerConfig {
-            listen,
-            portmap_listen: None,
-            fsid: crate::export::DEFAULT_FSID,
-            limits: Limits::default(),
-        }
-    }
-}
 
 /// Why the server could not start.
 #[derive(Debug, thiserror::Error)]
@@ -129,11 +79,6 @@ impl Server {
     /// The address NFS is served on (with the real port when 0 was asked for).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
-    }
-
-    /// The export being served: counters and caches, for metrics and tests.
-    pub fn export(&self) -> Arc<Export> {
-        self.export.clone()
     }
 
     /// Serve until `shutdown` completes, then stop accepting, let calls in flight finish (up to

@@ -2,24 +2,82 @@
 //! references to the page cache), and from the pipe into the socket the same way. The bytes are
 //! in the pipe before the reply's head is written, so the head carries the exact count and EOF,
 //! as the Linux server does it. Pipes are reused from a bounded pool.
-use rustix::fd::OwnedFd;
+//!
+//! This module owns a READ's pipe for its whole life: [`PipePool::read`] takes one from the pool
+//! and fills it from the file, [`SplicedData::send`] drains it into the socket, and dropping the
+//! [`SplicedData`] gives the pipe back (or closes it, if bytes were left in it). Nothing else
+//! touches a pipe.
+use rustix::fd::{AsFd, OwnedFd};
 use rustix::pipe::{
     fcntl_getpipe_size, fcntl_setpipe_size, pipe_with, splice, PipeFlags, SpliceFlags,
 };
 use std::fs::File;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// A pipe able to hold a whole READ.
-pub struct Pipe {
+struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     /// Bytes in the pipe not yet sent.
-    pub(crate) pending: usize,
+    pending: usize,
+}
+
+/// What [`PipePool::read`] got.
+pub(crate) enum Spliced {
+    /// The bytes are in a pipe, ready to be sent after the reply's head.
+    Ready(SplicedData),
+    /// Nothing was read: no pipe to be had, or no splice on this file system. Read by copying.
+    CopyInstead,
+    /// The read failed part-way; what moved cannot be put back.
+    Failed,
+}
+
+/// A READ's bytes waiting in a pipe. Dropping it gives the pipe back to its pool.
+pub(crate) struct SplicedData {
+    pipe: Option<Pipe>,
+    pool: Arc<PipePool>,
+}
+
+impl SplicedData {
+    /// Bytes in the pipe not yet sent.
+    pub(crate) fn len(&self) -> usize {
+        self.pipe.as_ref().map_or(0, |p| p.pending)
+    }
+
+    /// Move all the bytes into the (non-blocking) socket `sock`; `more` corks it for what
+    /// follows. When the socket is full, `wait_writable` waits for room (or fails, to give up).
+    pub(crate) fn send(
+        &mut self,
+        sock: impl AsFd,
+        more: bool,
+        mut wait_writable: impl FnMut() -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Ok(());
+        };
+        while pipe.pending > 0 {
+            match drain_into(pipe, &sock, more) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_writable()?,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SplicedData {
+    fn drop(&mut self) {
+        if let Some(pipe) = self.pipe.take() {
+            self.pool.give_back(pipe);
+        }
+    }
 }
 
 /// Pipes kept for reuse, all of one capacity. Each may pin up to its capacity of page-cache
 /// pages while in use.
-pub struct PipePool {
+pub(crate) struct PipePool {
     free: Mutex<Vec<Pipe>>,
     max_free: usize,
     capacity: usize,
@@ -29,7 +87,7 @@ pub struct PipePool {
 
 impl PipePool {
     /// A pool of pipes that each hold `capacity` bytes.
-    pub fn new(max_free: usize, capacity: usize) -> Self {
+    pub(crate) fn new(max_free: usize, capacity: usize) -> Self {
         PipePool {
             free: Mutex::new(Vec::new()),
             max_free,
@@ -38,9 +96,28 @@ impl PipePool {
         }
     }
 
+    /// Up to `count` bytes of `file` from `offset`, moved into a pipe without a copy: fewer at
+    /// end of file, or when the pipe is full (a short READ, which NFS allows).
+    pub(crate) fn read(self: &Arc<Self>, file: &File, offset: u64, count: usize) -> Spliced {
+        let Some(mut pipe) = self.take(count) else {
+            return Spliced::CopyInstead;
+        };
+        match fill(&mut pipe, file, offset, count) {
+            Ok(_) => Spliced::Ready(SplicedData {
+                pipe: Some(pipe),
+                pool: self.clone(),
+            }),
+            Err(_) if pipe.pending == 0 => {
+                self.give_back(pipe);
+                Spliced::CopyInstead
+            }
+            Err(_) => Spliced::Failed,
+        }
+    }
+
     /// An empty pipe that holds at least `size` bytes, or `None` when the host won't give one
     /// (`fs.pipe-max-size` or the per-user pipe limit), in which case READ copies instead.
-    pub fn take(&self, size: usize) -> Option<Pipe> {
+    fn take(&self, size: usize) -> Option<Pipe> {
         if size > self.capacity || !self.usable.load(std::sync::atomic::Ordering::Relaxed) {
             return None;
         }
@@ -69,7 +146,7 @@ impl PipePool {
     }
 
     /// Keep an emptied pipe for the next READ; a pipe with bytes left in it is closed.
-    pub fn give_back(&self, pipe: Pipe) {
+    fn give_back(&self, pipe: Pipe) {
         if pipe.pending != 0 {
             return;
         }
@@ -84,7 +161,7 @@ impl PipePool {
 /// fewer at end of file, or when the pipe is full (a short READ, which NFS allows). Never waits
 /// on the pipe. An error before any byte moved (a file system without splice support answers
 /// EINVAL) leaves the pipe empty, so the caller can read the ordinary way.
-pub fn fill(pipe: &mut Pipe, file: &File, offset: u64, count: usize) -> std::io::Result<usize> {
+fn fill(pipe: &mut Pipe, file: &File, offset: u64, count: usize) -> std::io::Result<usize> {
     let mut off = offset;
     while pipe.pending < count {
         let len = count - pipe.pending;
@@ -108,11 +185,7 @@ pub fn fill(pipe: &mut Pipe, file: &File, offset: u64, count: usize) -> std::io:
 
 /// Move what `pipe` holds into the (non-blocking) socket `sock`; returns bytes moved, or
 /// `WouldBlock` when the socket is full.
-pub fn drain_into(
-    pipe: &mut Pipe,
-    sock: impl rustix::fd::AsFd,
-    more: bool,
-) -> std::io::Result<usize> {
+fn drain_into(pipe: &mut Pipe, sock: impl AsFd, more: bool) -> std::io::Result<usize> {
     let mut flags = SpliceFlags::NONBLOCK | SpliceFlags::MOVE;
     if more {
         flags |= SpliceFlags::MORE;

@@ -5,68 +5,22 @@ mod common;
 use common::*;
 use mountshare_client::proto::nfs3::*;
 use mountshare_client::{ConnectOptions, Mounted};
-use mountshare_fs::{Attr, Backend, DirEntryName, FsError, FsStats, LocalFs, ReadOutcome, RelPath};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use mountshare_fs::fault::{Fault, FaultFs, Op};
+use mountshare_fs::LocalFs;
+use std::sync::Arc;
 use std::time::Duration;
 
-/// A backend whose reads of files named `slow*` block until the gate opens, like a FUSE read
-/// waiting on the network.
-struct Gated {
-    inner: LocalFs,
-    open: Mutex<bool>,
-    cv: Condvar,
-    inside: AtomicUsize,
-    max_inside: AtomicUsize,
-}
-
-impl Gated {
-    fn new(dir: &std::path::Path) -> Arc<Gated> {
-        Arc::new(Gated {
-            inner: LocalFs::open(dir).unwrap(),
-            open: Mutex::new(false),
-            cv: Condvar::new(),
-            inside: AtomicUsize::new(0),
-            max_inside: AtomicUsize::new(0),
-        })
-    }
-    fn release(&self) {
-        *self.open.lock().unwrap() = true;
-        self.cv.notify_all();
-    }
-    async fn wait_inside(&self, n: usize) {
-        while self.inside.load(Ordering::SeqCst) < n {
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-    }
-}
-
-impl Backend for Gated {
-    fn stat(&self, p: &RelPath) -> Result<Attr, FsError> {
-        self.inner.stat(p)
-    }
-    fn read_dir(&self, p: &RelPath) -> Result<Vec<DirEntryName>, FsError> {
-        self.inner.read_dir(p)
-    }
-    fn read_link(&self, p: &RelPath) -> Result<Vec<u8>, FsError> {
-        self.inner.read_link(p)
-    }
-    fn statfs(&self) -> Result<FsStats, FsError> {
-        self.inner.statfs()
-    }
-    fn read(&self, p: &RelPath, off: u64, buf: &mut [u8]) -> Result<ReadOutcome, FsError> {
-        if p.file_name().starts_with(b"slow") {
-            let now = self.inside.fetch_add(1, Ordering::SeqCst) + 1;
-            self.max_inside.fetch_max(now, Ordering::SeqCst);
-            let mut open = self.open.lock().unwrap();
-            while !*open {
-                open = self.cv.wait(open).unwrap();
-            }
-            drop(open);
-            self.inside.fetch_sub(1, Ordering::SeqCst);
-        }
-        self.inner.read(p, off, buf)
-    }
+/// The tree at `dir`, where reads of files named `slow*` block until released, like a FUSE read
+/// waiting on the network. READ copies (no descriptors are offered), so the read is where it
+/// waits.
+fn gated(dir: &std::path::Path) -> Arc<FaultFs<LocalFs>> {
+    let fs = faulty(dir);
+    fs.offer_open_files(false);
+    fs.inject(
+        Op::Read,
+        Fault::hold().on(|p| p.file_name().starts_with(b"slow")),
+    );
+    fs
 }
 
 fn tree() -> tempfile::TempDir {
@@ -93,7 +47,8 @@ async fn read(m: &Mounted, fh: &NfsFh3) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stuck_read_does_not_block_the_connection() {
     let t = tree();
-    let gated = Gated::new(t.path());
+    let gated = gated(t.path());
+    let _release = gated.releaser();
     let srv = TestServer::start_with(gated.clone(), |_| {}).await;
     let m = srv.mount().await;
     let slow = m.nfs.lookup_path(&m.root, "slow.mkv").await.unwrap();
@@ -104,7 +59,7 @@ async fn a_stuck_read_does_not_block_the_connection() {
         let slow = slow.clone();
         tokio::spawn(async move { read(&m, &slow).await })
     };
-    gated.wait_inside(1).await;
+    wait_held(&gated, Op::Read, 1).await;
     // Same connection, while the READ above is stuck in the file system.
     assert_eq!(read(&m, &fast).await, b"fast bytes");
     m.nfs.getattr_of(&slow).await.unwrap();
@@ -114,14 +69,15 @@ async fn a_stuck_read_does_not_block_the_connection() {
         !stuck.is_finished(),
         "the slow READ is still in the file system"
     );
-    gated.release();
+    gated.release(Op::Read);
     assert_eq!(stuck.await.unwrap(), b"slow bytes");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_in_flight_are_bounded_per_connection_and_overall() {
     let t = tree();
-    let gated = Gated::new(t.path());
+    let gated = gated(t.path());
+    let _release = gated.releaser();
     let srv = TestServer::start_with(gated.clone(), |c| {
         c.limits.per_connection_in_flight = 3;
         c.limits.total_in_flight = 5;
@@ -141,15 +97,15 @@ async fn calls_in_flight_are_bounded_per_connection_and_overall() {
         calls.push(tokio::spawn(async move { read(&m, &slow).await }));
     }
     // 3 from one connection plus 2 from the other reach the file system; no more.
-    gated.wait_inside(5).await;
+    wait_held(&gated, Op::Read, 5).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(gated.max_inside.load(Ordering::SeqCst), 5);
-    gated.release();
+    assert_eq!(gated.peak_in_flight(Op::Read), 5);
+    gated.release(Op::Read);
     for c in calls {
         assert_eq!(c.await.unwrap(), b"slow bytes");
     }
     assert_eq!(
-        gated.max_inside.load(Ordering::SeqCst),
+        gated.peak_in_flight(Op::Read),
         5,
         "never more than the global bound"
     );
@@ -158,7 +114,8 @@ async fn calls_in_flight_are_bounded_per_connection_and_overall() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_drains_calls_in_flight() {
     let t = tree();
-    let gated = Gated::new(t.path());
+    let gated = gated(t.path());
+    let _release = gated.releaser();
     let srv = TestServer::start_with(gated.clone(), |_| {}).await;
     let m = srv.mount().await;
     let slow = m.nfs.lookup_path(&m.root, "slow.mkv").await.unwrap();
@@ -166,14 +123,14 @@ async fn shutdown_drains_calls_in_flight() {
         let m = m.clone();
         tokio::spawn(async move { read(&m, &slow).await })
     };
-    gated.wait_inside(1).await;
+    wait_held(&gated, Op::Read, 1).await;
     let stopping = tokio::spawn(srv.stop());
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(
         !stopping.is_finished(),
         "shutdown waits for the call in flight"
     );
-    gated.release();
+    gated.release(Op::Read);
     assert_eq!(
         stuck.await.unwrap(),
         b"slow bytes",

@@ -4,7 +4,7 @@ mod common;
 
 use common::*;
 use mountshare_client::proto::nfs3::*;
-use mountshare_server::handle::FileHandle;
+use mountshare_server::FileHandle;
 use std::process::Command;
 
 async fn handles_of(m: &mountshare_client::Mounted, paths: &[&str]) -> Vec<NfsFh3> {
@@ -170,8 +170,8 @@ async fn nothing_reaches_outside_the_root() {
         depth: 2,
         path_hash: 0,
         components: vec![
-            mountshare_server::handle::component_hash(b".."),
-            mountshare_server::handle::component_hash(b"passwd"),
+            mountshare_server::component_hash(b".."),
+            mountshare_server::component_hash(b"passwd"),
         ],
     };
     let res = m

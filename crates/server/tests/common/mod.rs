@@ -4,11 +4,13 @@
 
 use mountshare_client::proto::nfs3::*;
 use mountshare_client::{ConnectOptions, Mounted};
+use mountshare_fs::fault::{FaultFs, Op};
 use mountshare_fs::{Backend, LocalFs};
 use mountshare_server::{Server, ServerConfig};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -120,4 +122,20 @@ pub async fn lookup_status(m: &Mounted, dir: &NfsFh3, name: &[u8]) -> NfsStat3 {
         .await
         .unwrap()
         .status()
+}
+
+/// The tree at `dir` behind a [`FaultFs`]: every call passes until the test injects a fault.
+pub fn faulty(dir: &Path) -> Arc<FaultFs<LocalFs>> {
+    Arc::new(FaultFs::new(LocalFs::open(dir).unwrap()))
+}
+
+/// Wait, off the executor, until `n` calls of `op` are held in `fs`. A test whose calls never
+/// get there fails after a minute instead of hanging.
+pub async fn wait_held(fs: &Arc<FaultFs<LocalFs>>, op: Op, n: usize) {
+    let fs = fs.clone();
+    let held =
+        tokio::task::spawn_blocking(move || fs.wait_held_timeout(op, n, Duration::from_secs(60)))
+            .await
+            .unwrap();
+    assert!(held, "{n} calls of {op:?} never reached the file system");
 }

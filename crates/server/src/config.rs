@@ -1,0 +1,63 @@
+//! What the server is configured with, and the sizes every layer agrees on: the bounds on what
+//! it holds at once ([`Limits`]), where it listens ([`ServerConfig`]), the default fsid and the
+//! largest READ. Depends on no other module of this crate.
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// The fsid used unless configured: the same on every server, so that a failover to another
+/// server over the same tree presents the same file system to clients.
+pub const DEFAULT_FSID: u64 = 0x6d73_6861_7265_0001;
+
+/// The largest READ served and advertised (FSINFO rtmax/rtpref); zero-copy pipes hold this much.
+pub(crate) const MAX_READ: u32 = 1 << 20;
+
+/// Bounds on what the server holds at once.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Connections served at once; further ones wait in the listen backlog.
+    pub max_connections: usize,
+    /// Calls of one connection being worked on at once; past it the connection is not read.
+    pub per_connection_in_flight: usize,
+    /// Calls being worked on at once across all connections.
+    pub total_in_flight: usize,
+    /// Largest RPC record accepted; a larger one closes the connection. Room for a 1 MiB WRITE.
+    pub max_record: usize,
+    /// How long shutdown waits for calls in flight before giving up on them.
+    pub drain_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_connections: 1024,
+            per_connection_in_flight: 64,
+            total_in_flight: 256,
+            max_record: (1 << 20) + (64 << 10),
+            drain_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What the server is asked to do.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Where NFS, MOUNT and PORTMAP are served (TCP).
+    pub listen: SocketAddr,
+    /// Also serve PORTMAP (and everything else) here, normally port 111, over TCP and UDP, so
+    /// clients given no port options find the server.
+    pub portmap_listen: Option<SocketAddr>,
+    /// The NFS `fsid` of the export. Keep it the same on every server of one tree.
+    pub fsid: u64,
+    pub limits: Limits,
+}
+
+impl ServerConfig {
+    pub fn new(listen: SocketAddr) -> Self {
+        ServerConfig {
+            listen,
+            portmap_listen: None,
+            fsid: DEFAULT_FSID,
+            limits: Limits::default(),
+        }
+    }
+}

@@ -1,0 +1,139 @@
+//! Replies: a reply being built ([`Reply`]: record mark, RPC reply header, results), the
+//! complete framed reply ([`Framed`]: head, READ data as its [`Tail`], XDR padding), the
+//! decoding of procedure arguments, and the return of a reply's READ buffer to its pool once it is sent.
+//! Handlers write into a [`Reply`]; the connection writes out a [`Framed`].
+use crate::buffers::{BufferPool, DataBuf};
+use crate::splice::SplicedData;
+use bytes::BytesMut;
+use mountshare_proto::record::{encode_record_header, start_record};
+use mountshare_proto::rpc::{encode_reply_header, AcceptStat, ReplyBody};
+use mountshare_proto::xdr::{decode_prefix, XdrDecode, XdrEncode};
+
+/// A reply being built: its record header is reserved, then the RPC reply header, then results.
+pub(crate) struct Reply {
+    out: BytesMut,
+    record_start: Option<usize>,
+    body_start: usize,
+    xid: u32,
+    /// Bytes sent after `out` (READ data), then zero padding to a multiple of 4.
+    tail: Option<Tail>,
+}
+
+/// READ data sent after a reply's head: from a buffer, or spliced from a pipe.
+pub(crate) enum Tail {
+    Buf(DataBuf),
+    Pipe(SplicedData),
+}
+
+impl Tail {
+    fn len(&self) -> usize {
+        match self {
+            Tail::Buf(b) => b.data().len(),
+            Tail::Pipe(p) => p.len(),
+        }
+    }
+}
+
+/// A complete reply: `head`, then the tail (READ data), then zero padding (XDR).
+pub(crate) struct Framed {
+    pub head: BytesMut,
+    pub(crate) tail: Option<Tail>,
+    tail_len: usize,
+}
+
+const ZEROS: [u8; 3] = [0; 3];
+
+impl Framed {
+    /// Bytes of READ data after the head.
+    pub(crate) fn tail_len(&self) -> usize {
+        self.tail_len
+    }
+
+    pub(crate) fn pad(&self) -> &'static [u8] {
+        &ZEROS[..(4 - self.tail_len % 4) % 4]
+    }
+
+    /// The whole reply in one buffer, for replies with no spliced data (UDP, tests).
+    pub(crate) fn to_vec(&self) -> Vec<u8> {
+        let tail = match &self.tail {
+            Some(Tail::Buf(b)) => b.data(),
+            _ => &[],
+        };
+        [&self.head[..], tail, self.pad()].concat()
+    }
+
+    /// Give the READ buffer back to its pool, once written. (A pipe goes back to its own pool
+    /// when dropped.)
+    pub(crate) fn recycle(self, buffers: &BufferPool) {
+        if let Some(Tail::Buf(b)) = self.tail {
+            buffers.give_back(b);
+        }
+    }
+}
+
+impl Reply {
+    pub(crate) fn new(xid: u32, framed: bool) -> Reply {
+        let mut out = BytesMut::with_capacity(512);
+        let record_start = framed.then(|| start_record(&mut out));
+        let body_start = out.len();
+        Reply {
+            out,
+            record_start,
+            body_start,
+            xid,
+            tail: None,
+        }
+    }
+
+    /// Start an accepted, successful reply; results follow.
+    pub(crate) fn success(&mut self) {
+        encode_reply_header(&mut self.out, self.xid, &ReplyBody::SUCCESS);
+    }
+
+    /// A successful reply carrying `results`.
+    pub(crate) fn results(&mut self, results: &impl XdrEncode) {
+        self.success();
+        results.encode(&mut self.out);
+    }
+
+    /// The buffer results are written into, after [`Reply::success`].
+    pub(crate) fn buf(&mut self) -> &mut BytesMut {
+        &mut self.out
+    }
+
+    /// Send `data` after what was written (it must end an XDR opaque whose length was written).
+    pub(crate) fn set_tail(&mut self, data: Tail) {
+        self.tail = Some(data);
+    }
+
+    /// Replace whatever was written with a reply of `body` and no results.
+    pub(crate) fn fail(&mut self, body: ReplyBody) {
+        self.out.truncate(self.body_start);
+        self.tail = None;
+        encode_reply_header(&mut self.out, self.xid, &body);
+    }
+
+    pub(crate) fn finish(mut self) -> Framed {
+        let tail_len = self.tail.as_ref().map_or(0, Tail::len);
+        let mut framed = Framed {
+            head: BytesMut::new(),
+            tail: self.tail.take(),
+            tail_len,
+        };
+        if let Some(start) = self.record_start {
+            let len = self.out.len() - start - 4 + tail_len + framed.pad().len();
+            self.out[start..start + 4].copy_from_slice(&encode_record_header(len));
+        }
+        framed.head = self.out;
+        framed
+    }
+}
+
+/// Decode procedure arguments; anything undecodable is GARBAGE_ARGS (RFC 5531 section 9).
+/// Trailing bytes are tolerated, as by the Linux server.
+pub(crate) fn decode_args<T: XdrDecode>(args: &[u8]) -> Result<T, AcceptStat> {
+    decode_prefix(args).map(|(v, _)| v).map_err(|e| {
+        tracing::debug!(error = %e, "garbage arguments");
+        AcceptStat::GarbageArgs
+    })
+}
