@@ -45,11 +45,6 @@ impl Lane {
         }
     }
 
-    /// Threads of this lane not yet returned (running now or abandoned earlier).
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Acquire)
-    }
-
     /// Run `f` on its own thread and wait at most `deadline` for it.
     pub fn run<T, F>(&self, deadline: Duration, f: F) -> Deadlined<T>
     where
