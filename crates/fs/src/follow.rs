@@ -443,6 +443,22 @@ mod tests {
     }
 
     #[test]
+    fn the_followed_backend_offers_open_files_for_zero_copy() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"data").unwrap();
+        let swappable = Swappable::default();
+        let path = RelPath::parse(b"f").unwrap();
+        assert!(
+            matches!(swappable.open_file(&path), Some(Err(_))),
+            "nothing served: the call fails, as every other"
+        );
+        swappable.set(Some(LocalFs::open(t.path()).unwrap()));
+        // `None` would make every READ copy: zero-copy lost under --run and --from-process.
+        let file = swappable.open_file(&path).expect("an open file is offered");
+        assert_eq!(file.unwrap().metadata().unwrap().len(), 4);
+    }
+
+    #[test]
     fn start_time_of_this_process_is_known() {
         assert!(start_time(std::process::id()).is_some());
     }

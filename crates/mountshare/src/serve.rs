@@ -36,13 +36,31 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = mountshare_server::DEFAULT_FSID)]
     pub fsid: u64,
 
-    /// Calls worked on at once per connection.
+    /// Calls worked on at once per connection, in each of two lanes: READs, and everything
+    /// else (a READ stuck in the backend never holds up a GETATTR or a listing).
     #[arg(long, value_name = "N", default_value_t = 64)]
     pub max_in_flight_per_connection: usize,
 
-    /// Calls worked on at once in total (each may hold a blocking thread).
+    /// Calls worked on at once in total, in each lane (each may hold a blocking thread).
     #[arg(long, value_name = "N", default_value_t = 256)]
     pub max_in_flight: usize,
+
+    /// How long an NFS call may wait on the exported file system before the client is told to
+    /// retry (NFS3ERR_JUKEBOX: the Linux client waits 5 s and asks again, and the application
+    /// sees no error). The call goes on, and the retry gets its result. E.g. 5s, 2500ms.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    pub backend_timeout: Duration,
+
+    /// Calls past the backend timeout that may still be running in the exported file system
+    /// (one blocking thread each); past it, new calls are told to retry at once.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub max_stuck_calls: usize,
+
+    /// A name the export root must hold (repeatable). A listing of a root that lacks one is
+    /// answered NFS3ERR_JUKEBOX (clients wait), never as an empty or partial library. For
+    /// Decypharr: --expect __all__.
+    #[arg(long, value_name = "NAME")]
+    pub expect: Vec<String>,
 
     /// Start COMMAND (given after `--`) as a child, wait until it has a FUSE file system mounted
     /// at DIR, serve it, pass SIGTERM, SIGINT and SIGHUP on to the child, and exit with the
@@ -79,6 +97,9 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
     config.fsid = args.fsid;
     config.limits.per_connection_in_flight = args.max_in_flight_per_connection.max(1);
     config.limits.total_in_flight = args.max_in_flight.max(1);
+    config.limits.max_stuck = args.max_stuck_calls;
+    config.backend_timeout = args.backend_timeout;
+    config.expect = args.expect.iter().map(|n| n.as_bytes().to_vec()).collect();
     if args.portmap {
         config.portmap_listen = Some(SocketAddr::new(args.listen.ip(), 111));
     }
@@ -86,10 +107,19 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
 }
 
 /// The async runtime, with a blocking thread for every call that may be in flight.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let d = mountshare_units::parse_duration(text)?;
+    if d.is_zero() {
+        return Err("must be more than zero".into());
+    }
+    Ok(d)
+}
+
 fn runtime(config: &ServerConfig) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .max_blocking_threads(config.limits.total_in_flight + 16)
+        // Both lanes at full, every stuck call, and the threads that write JUKEBOX replies.
+        .max_blocking_threads(2 * config.limits.total_in_flight + config.limits.max_stuck + 64)
         .build()
         .context("cannot start the async runtime")
 }

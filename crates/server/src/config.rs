@@ -24,6 +24,12 @@ pub struct Limits {
     pub max_record: usize,
     /// How long shutdown waits for calls in flight before giving up on them.
     pub drain_timeout: Duration,
+    /// Backend calls past their deadline that may still be running; past it, new calls that
+    /// would reach the backend are answered JUKEBOX at once.
+    pub max_stuck: usize,
+    /// Bytes of records of one connection read but not yet answered; past it the connection is
+    /// not read (TCP pushes back). Calls waiting for a lane wait here, not in the reader.
+    pub per_connection_queued_bytes: usize,
 }
 
 impl Default for Limits {
@@ -34,6 +40,8 @@ impl Default for Limits {
             total_in_flight: 256,
             max_record: (1 << 20) + (64 << 10),
             drain_timeout: Duration::from_secs(10),
+            max_stuck: 256,
+            per_connection_queued_bytes: 8 << 20,
         }
     }
 }
@@ -49,7 +57,18 @@ pub struct ServerConfig {
     /// The NFS `fsid` of the export. Keep it the same on every server of one tree.
     pub fsid: u64,
     pub limits: Limits,
+    /// How long an NFS call may wait on the backend before it is answered NFS3ERR_JUKEBOX (the
+    /// backend call goes on, and the client's retry joins it).
+    pub backend_timeout: Duration,
+    /// Names the export root must hold; a listing of a root lacking one is answered JUKEBOX.
+    pub expect: Vec<Vec<u8>>,
 }
+
+/// The default backend timeout. Shorter than any sane client timeout (`timeo`, 10 s in the
+/// mount lines we print, 60 s by default), so the client hears JUKEBOX before it retransmits;
+/// long enough that a cold debrid file's first bytes (commonly 1-3 s) arrive within it, so
+/// healthy cold starts are not slowed (docs/CONFIGURATION.md has the trade-off).
+pub const DEFAULT_BACKEND_TIMEOUT: Duration = Duration::from_secs(5);
 
 impl ServerConfig {
     pub fn new(listen: SocketAddr) -> Self {
@@ -58,6 +77,8 @@ impl ServerConfig {
             portmap_listen: None,
             fsid: DEFAULT_FSID,
             limits: Limits::default(),
+            backend_timeout: DEFAULT_BACKEND_TIMEOUT,
+            expect: Vec::new(),
         }
     }
 }

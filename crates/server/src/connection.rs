@@ -9,30 +9,75 @@ use crate::config::Limits;
 use crate::dispatch::{self, CallCtx};
 use crate::export::Export;
 use crate::reply::{Framed, Tail};
-use bytes::BytesMut;
+use crate::stall::{Join, Leader, Stalls};
+use bytes::{Bytes, BytesMut};
 use mountshare_proto::record::RecordDecoder;
 use rustix::net::SendFlags;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::io::AsyncReadExt;
 use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
+/// The server-wide bounds on calls being worked on, one per lane: READs, and everything else.
+/// A READ stuck in the backend can never hold a permit a GETATTR needs.
+pub(crate) struct Lanes {
+    pub data: Arc<Semaphore>,
+    pub meta: Arc<Semaphore>,
+}
+
+impl Lanes {
+    pub(crate) fn new(each: usize) -> Lanes {
+        Lanes {
+            data: Arc::new(Semaphore::new(each)),
+            meta: Arc::new(Semaphore::new(each)),
+        }
+    }
+}
+
+/// What every call of one connection shares.
+struct Conn {
+    peer: SocketAddr,
+    export: Arc<Export>,
+    stalls: Arc<Stalls>,
+    wr: Arc<std::sync::Mutex<OwnedWriteHalf>>,
+    /// This connection's share of each lane.
+    data: Arc<Semaphore>,
+    meta: Arc<Semaphore>,
+    global: Arc<Lanes>,
+    per_connection: usize,
+}
+
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
     export: Arc<Export>,
+    stalls: Arc<Stalls>,
     limits: Limits,
-    global: Arc<Semaphore>,
+    global: Arc<Lanes>,
     mut stop: watch::Receiver<bool>,
     _connection_permit: OwnedSemaphorePermit,
 ) {
     tracing::debug!(%peer, "connection opened");
     let (mut rd, wr) = stream.into_split();
-    let wr = Arc::new(std::sync::Mutex::new(wr));
-    let local = Arc::new(Semaphore::new(limits.per_connection_in_flight));
+    let conn = Arc::new(Conn {
+        peer,
+        export,
+        stalls,
+        wr: Arc::new(std::sync::Mutex::new(wr)),
+        data: Arc::new(Semaphore::new(limits.per_connection_in_flight)),
+        meta: Arc::new(Semaphore::new(limits.per_connection_in_flight)),
+        global,
+        per_connection: limits.per_connection_in_flight,
+    });
+    // Records read but not answered, in bytes: the only bound the reader waits on, so that it
+    // goes on reading while calls wait for their lane or are stuck in the backend.
+    let queued_max = limits.per_connection_queued_bytes.max(limits.max_record);
+    let queued = Arc::new(Semaphore::new(queued_max));
     let mut decoder = RecordDecoder::new(limits.max_record);
     let mut buf = BytesMut::with_capacity(64 << 10);
     let mut calls = JoinSet::new();
@@ -46,17 +91,13 @@ pub(crate) async fn serve(
                     break 'conn;
                 }
             };
-            // Take both permits before reading on: when either bound is reached, the connection
-            // is not read and TCP pushes back on the client.
-            let permits = tokio::select! {
-                p = acquire(&local, &global) => match p { Some(p) => p, None => break 'conn },
+            let arrived = Instant::now();
+            let size = u32::try_from(record.len().clamp(1, queued_max)).unwrap_or(u32::MAX);
+            let room = tokio::select! {
+                p = queued.clone().acquire_many_owned(size) => match p { Ok(p) => p, Err(_) => break 'conn },
                 _ = stop.changed() => break 'conn,
             };
-            // Alone on the connection: every permit but this call's is free.
-            let zero_copy = local.available_permits() + 1 == limits.per_connection_in_flight;
-            let ctx = CallCtx { peer, zero_copy };
-            let (export, wr) = (export.clone(), wr.clone());
-            calls.spawn_blocking(move || call(record, ctx, &export, &wr, permits));
+            calls.spawn(run(conn.clone(), record, arrived, room));
             while calls.try_join_next().is_some() {}
         }
         tokio::select! {
@@ -71,11 +112,101 @@ pub(crate) async fn serve(
             _ = stop.changed() => break,
         }
     }
-    // Calls already accepted still get their replies; then the write half, dropped with the
-    // last reference, shuts the socket down.
+    // Calls already accepted still get their replies (a stuck backend call was answered at its
+    // deadline and is not waited for); then the socket is shut down, even if a stuck call's
+    // thread still holds the write half.
     while calls.join_next().await.is_some() {}
-    drop(wr);
+    if let Ok(w) = conn.wr.lock() {
+        let sock: &TcpStream = w.as_ref();
+        let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::ReadWrite);
+    }
     tracing::debug!(%peer, "connection closed");
+}
+
+/// One call, from arrival to its reply: join an equal call or lead it, wait for a lane, work
+/// on a blocking thread, and answer JUKEBOX at the deadline if the backend has not answered.
+async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemaphorePermit) {
+    let peek = dispatch::peek(&record);
+    let deadline = tokio::time::Instant::from_std(arrived + conn.stalls.deadline);
+    let procedure = peek.key.as_ref().map(|k| k.procedure);
+    let lead = match peek.key {
+        None => None,
+        Some(key) => match conn.stalls.join(key) {
+            Join::Lead(lead) => Some(lead),
+            Join::Ready(shared) => return send(&conn, Framed::shared(peek.xid, &shared)).await,
+            Join::Refuse => return late(&conn, peek.xid, procedure).await,
+            Join::Wait(mut rx) => {
+                let wait = async {
+                    rx.wait_for(|r| r.is_some())
+                        .await
+                        .ok()
+                        .and_then(|r| r.clone())
+                };
+                let shared = tokio::time::timeout_at(deadline, wait).await.ok().flatten();
+                return match shared {
+                    Some(shared) => send(&conn, Framed::shared(peek.xid, &shared)).await,
+                    None => late(&conn, peek.xid, procedure).await,
+                };
+            }
+        },
+    };
+    let (local, global) = if peek.is_read {
+        (&conn.data, &conn.global.data)
+    } else {
+        (&conn.meta, &conn.global.meta)
+    };
+    let permits = match &lead {
+        Some(_) => match tokio::time::timeout_at(deadline, acquire(local, global)).await {
+            Ok(p) => p,
+            Err(_) => return late(&conn, peek.xid, procedure).await,
+        },
+        None => acquire(local, global).await,
+    };
+    let Some(permits) = permits else { return };
+    // Alone on the connection: every permit but this call's is free.
+    let zero_copy = conn.data.available_permits() + usize::from(peek.is_read)
+        == conn.per_connection
+        && conn.meta.available_permits() + usize::from(!peek.is_read) == conn.per_connection;
+    let ctx = CallCtx {
+        peer: conn.peer,
+        zero_copy,
+    };
+    let timer = lead.as_ref().map(Leader::deadline);
+    let worker = conn.clone();
+    let mut work = tokio::task::spawn_blocking(move || call(record, ctx, &worker, lead));
+    let Some(timer) = timer else {
+        let _ = work.await;
+        return;
+    };
+    tokio::select! {
+        _ = &mut work => {}
+        _ = tokio::time::sleep_until(deadline) => {
+            if timer.expire() {
+                // The backend call goes on, on its thread, holding no permit; its result is
+                // kept for the client's retry.
+                drop(permits);
+                late(&conn, peek.xid, procedure).await;
+            } else {
+                let _ = work.await;
+            }
+        }
+    }
+}
+
+/// Answer JUKEBOX: the backend did not answer in time.
+async fn late(conn: &Arc<Conn>, xid: u32, procedure: Option<u32>) {
+    let Some(procedure) = procedure else { return };
+    send(conn, dispatch::backend_late(xid, procedure)).await;
+}
+
+/// Write a reply that was not made on a blocking thread (a JUKEBOX, a joined call's result).
+async fn send(conn: &Arc<Conn>, mut reply: Framed) {
+    let conn = conn.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        write_locked(&conn, &mut reply);
+        reply.recycle(conn.export.read_buffers());
+    })
+    .await;
 }
 
 async fn acquire(
@@ -88,17 +219,12 @@ async fn acquire(
 }
 
 /// Work on one call, on a blocking thread: file-system calls block (a FUSE read may take
-/// seconds) and never run on the executor's threads. The reply is written from here too.
-fn call(
-    record: bytes::Bytes,
-    ctx: CallCtx,
-    export: &Export,
-    wr: &std::sync::Mutex<OwnedWriteHalf>,
-    permits: (OwnedSemaphorePermit, OwnedSemaphorePermit),
-) {
+/// seconds) and never run on the executor's threads. The reply is written from here too,
+/// unless the call was answered JUKEBOX meanwhile: then its result goes to the retry.
+fn call(record: Bytes, ctx: CallCtx, conn: &Conn, lead: Option<Leader>) {
     let peer = ctx.peer;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch::dispatch(export, &ctx, &record)
+        dispatch::dispatch(&conn.export, &ctx, &record)
     }));
     let mut reply = match outcome {
         Ok(Some(r)) => r,
@@ -112,17 +238,26 @@ fn call(
             }
         }
     };
-    // One reply at a time on the socket; others wait here, on their own threads.
-    let w = wr.lock().unwrap_or_else(|e| e.into_inner());
+    let answer = match lead {
+        Some(lead) => lead.complete(|| reply.share()),
+        None => true,
+    };
+    if answer {
+        write_locked(conn, &mut reply);
+    }
+    reply.recycle(conn.export.read_buffers());
+}
+
+/// Write `reply` under the connection's write lock (one reply at a time on the socket; others
+/// wait here, on their own threads).
+fn write_locked(conn: &Conn, reply: &mut Framed) {
+    let w = conn.wr.lock().unwrap_or_else(|e| e.into_inner());
     let sock: &TcpStream = w.as_ref();
-    if let Err(e) = write_reply(sock, &mut reply) {
-        tracing::debug!(%peer, error = %e, "write failed; closing the connection");
+    if let Err(e) = write_reply(sock, reply) {
+        tracing::debug!(peer = %conn.peer, error = %e, "write failed; closing the connection");
         // The reader sees the connection end too, and stops taking calls.
         let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::ReadWrite);
     }
-    drop(w);
-    reply.recycle(export.read_buffers());
-    drop(permits);
 }
 
 /// How long a reply may make no progress (a client that stopped reading) before the connection
@@ -138,6 +273,7 @@ fn write_reply(sock: &TcpStream, reply: &mut Framed) -> std::io::Result<()> {
     send_all(sock, &reply.head, has_tail)?;
     match &mut reply.tail {
         Some(Tail::Buf(b)) => send_all(sock, b.data(), !pad.is_empty())?,
+        Some(Tail::Bytes(b)) => send_all(sock, b, !pad.is_empty())?,
         Some(Tail::Pipe(p)) => p.send(sock, !pad.is_empty(), || wait_writable(sock))?,
         None => {}
     }

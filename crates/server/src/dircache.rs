@@ -25,6 +25,16 @@ pub(crate) struct DirSnapshot {
 }
 
 impl DirSnapshot {
+    /// Whether the directory holds an entry named `name`.
+    pub(crate) fn contains(&self, name: &[u8]) -> bool {
+        let cookie = name_cookie(name);
+        let from = self.entries.partition_point(|(c, _)| *c < cookie);
+        self.entries[from..]
+            .iter()
+            .take_while(|(c, _)| *c == cookie)
+            .any(|(_, n)| n == name)
+    }
+
     /// Index of the first entry whose cookie is greater than `cookie`.
     pub(crate) fn position_after(&self, cookie: u64) -> usize {
         self.entries.partition_point(|(c, _)| *c <= cookie)

@@ -3,11 +3,14 @@
 //! Errors in the call itself get the RPC-level reply RFC 5531 prescribes; only a record that is
 //! not an RPC call at all gets no reply.
 use crate::auth::Creds;
+use crate::error;
 use crate::export::Export;
 use crate::reply::{Framed, Reply};
+use crate::stall::CallKey;
 use crate::{mount, nfs, portmap};
+use bytes::Bytes;
 use mountshare_proto::mount3::MOUNT_PROGRAM;
-use mountshare_proto::nfs3::{NFS_PROGRAM, NFS_V3};
+use mountshare_proto::nfs3::{proc3, NFS3_FHSIZE, NFS_PROGRAM, NFS_V3};
 use mountshare_proto::portmap::{PMAP_PROGRAM, PMAP_V2};
 use mountshare_proto::rpc::{decode_call, AcceptStat, AuthStat, RejectStat, ReplyBody};
 use std::net::SocketAddr;
@@ -26,6 +29,66 @@ pub(crate) struct CallCtx {
 /// Handle one record received over TCP; returns the framed reply, if one is due.
 pub(crate) fn dispatch(export: &Export, ctx: &CallCtx, record: &[u8]) -> Option<Framed> {
     dispatch_inner(export, ctx, record, true, false)
+}
+
+/// What the connection needs to know of a call before it is worked on: which lane it takes,
+/// and, for an NFS call that may wait on the backend, what makes it equal to another.
+pub(crate) struct Peek {
+    pub xid: u32,
+    /// A READ: it takes the data lane; everything else takes the metadata lane.
+    pub is_read: bool,
+    /// Set for NFSv3 procedures that reach the backend (they have a deadline).
+    pub key: Option<CallKey>,
+}
+
+/// Look at a call's header (nothing is worked on). Records that do not decode, and calls the
+/// deadline does not apply to, get no key: they are dispatched as they are.
+pub(crate) fn peek(record: &Bytes) -> Peek {
+    let xid = record
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_be_bytes);
+    let none = Peek {
+        xid,
+        is_read: false,
+        key: None,
+    };
+    let Ok((call, args_at)) = decode_call(record) else {
+        return none;
+    };
+    if call.prog != NFS_PROGRAM || call.vers != NFS_V3 || !nfs::reaches_backend(call.procedure) {
+        return none;
+    }
+    let Some(creds) = Creds::from_auth(&call.cred) else {
+        return none;
+    };
+    let args = record.slice(args_at.min(record.len())..);
+    let is_read = call.procedure == proc3::READ;
+    // A READ's arguments begin with the file handle (RFC 1813 3.3.6): a length, then bytes.
+    let read_handle = is_read.then(|| {
+        let len = args
+            .get(..4)
+            .and_then(|b| b.try_into().ok())
+            .map_or(0, u32::from_be_bytes) as usize;
+        args.slice(..(4 + len.min(NFS3_FHSIZE as usize)).min(args.len()))
+    });
+    Peek {
+        xid,
+        is_read,
+        key: Some(CallKey {
+            procedure: call.procedure,
+            identity: (creds.uid, creds.gid, creds.gids),
+            args,
+            read_handle,
+        }),
+    }
+}
+
+/// The reply to NFS call `xid` of `procedure` when the backend did not answer in time.
+pub(crate) fn backend_late(xid: u32, procedure: u32) -> Framed {
+    let mut reply = Reply::new(xid, true);
+    nfs::failed(procedure, error::backend_late(), &mut reply);
+    reply.finish()
 }
 
 /// A SYSTEM_ERR reply to `record`, for when its handler failed.

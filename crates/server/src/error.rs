@@ -12,13 +12,22 @@ use mountshare_proto::mount3::MountStat3;
 use mountshare_proto::nfs3::NfsStat3;
 use rustix::io::Errno;
 
-/// The result of resolving a handle that names nothing.
+/// Why a handle did not resolve to a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Stale;
+pub(crate) enum Unresolved {
+    /// The path it names provably does not exist (every directory on the way was listed).
+    Stale,
+    /// The file system failed while the path was looked for: nothing is proven, and the client
+    /// must not drop the file (STALE would make it do so for good).
+    Failed(NfsStat3),
+}
 
-/// A handle that names nothing below the export (any more): NFS3ERR_STALE.
-pub(crate) fn stale_handle(_: Stale) -> NfsStat3 {
-    NfsStat3::Stale
+/// A handle that did not resolve: NFS3ERR_STALE only when its path provably does not exist.
+pub(crate) fn unresolved_handle(why: Unresolved) -> NfsStat3 {
+    match why {
+        Unresolved::Stale => NfsStat3::Stale,
+        Unresolved::Failed(status) => status,
+    }
 }
 
 /// A handle whose bytes are not a handle of this server: NFS3ERR_BADHANDLE.
@@ -56,10 +65,28 @@ pub(crate) fn zero_copy_failed() -> NfsStat3 {
     NfsStat3::Io
 }
 
-/// A directory that a handle's guided walk could not stat or list. For now it is a dead end:
-/// the walk goes on with the other candidates, and a handle with none left is [`Stale`].
-pub(crate) fn walk_failed(_: &FsError) -> Stale {
-    Stale
+/// A directory that a handle's guided walk could not stat or list. Gone (ENOENT, ENOTDIR) is a
+/// dead end like any other name that does not match; anything else (a FUSE daemon that died or
+/// hangs, EIO) leaves the handle unresolved with the status the failure maps to, never STALE.
+pub(crate) fn walk_failed(err: &FsError) -> Option<Unresolved> {
+    match nfsstat(err) {
+        NfsStat3::NoEnt | NfsStat3::NotDir | NfsStat3::Stale => None,
+        s => Some(Unresolved::Failed(s)),
+    }
+}
+
+/// A call the backend did not answer within the backend timeout (it goes on), or one refused
+/// at once because its file, or too many calls, are stuck: NFS3ERR_JUKEBOX, so that the Linux
+/// client waits and retries without an error reaching the application.
+pub(crate) fn backend_late() -> NfsStat3 {
+    NfsStat3::Jukebox
+}
+
+/// A listing of the export root that lacks a name it must hold (`--expect`): the library is
+/// not all there (a backend between mounts, a debrid outage). JUKEBOX, never an empty or
+/// partial listing, which Plex's "empty trash after scan" would act on.
+pub(crate) fn library_incomplete() -> NfsStat3 {
+    NfsStat3::Jukebox
 }
 
 /// The MOUNT status of a MNT whose stat of the directory failed with `err`.
@@ -67,7 +94,11 @@ pub(crate) fn mount_status(err: &FsError) -> MountStat3 {
     match nfsstat(err) {
         NfsStat3::Acces => MountStat3::Acces,
         NfsStat3::NotDir => MountStat3::NotDir,
-        _ => MountStat3::NoEnt,
+        NfsStat3::NoEnt | NfsStat3::Stale | NfsStat3::NameTooLong | NfsStat3::Inval => {
+            MountStat3::NoEnt
+        }
+        // The file system failed (or is away): not a wrong path.
+        _ => MountStat3::Io,
     }
 }
 
@@ -77,17 +108,16 @@ pub(crate) fn mount_path_refused(_: &FsError) -> MountStat3 {
 }
 
 /// The NFS status a client should see for `err`. Failures of the file system itself (not of
-/// what the client asked) are logged, at most once every ten seconds: a FUSE daemon that died
-/// shows here as "Transport endpoint is not connected" while clients see EIO.
+/// what the client asked) are logged, at most once every ten seconds.
 pub(crate) fn nfsstat(err: &FsError) -> NfsStat3 {
     let status = map(err);
-    if status == NfsStat3::Io {
-        report_io(err);
+    if matches!(status, NfsStat3::Io | NfsStat3::Jukebox) {
+        report_io(err, status);
     }
     status
 }
 
-fn report_io(err: &FsError) {
+fn report_io(err: &FsError, status: NfsStat3) {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::{SystemTime, UNIX_EPOCH};
     static LAST: AtomicU64 = AtomicU64::new(0);
@@ -102,7 +132,12 @@ fn report_io(err: &FsError) {
             .is_ok()
     {
         let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
-        tracing::warn!(error = %err, suppressed, "the exported file system failed a call; clients get EIO");
+        let told = if status == NfsStat3::Jukebox {
+            "clients are told to retry (JUKEBOX)"
+        } else {
+            "clients get EIO"
+        };
+        tracing::warn!(error = %err, suppressed, "the exported file system failed a call; {told}");
     } else {
         SUPPRESSED.fetch_add(1, Ordering::Relaxed);
     }
@@ -128,9 +163,18 @@ fn map(err: &FsError) -> NfsStat3 {
             // A symlink or a mount crossing appeared where a directory was: what the handle
             // named is no longer reachable beneath the root.
             Errno::LOOP | Errno::XDEV => NfsStat3::Stale,
-            Errno::AGAIN | Errno::INTR => NfsStat3::Jukebox,
-            // Includes ENOTCONN: a FUSE daemon that went away ("Transport endpoint is not
-            // connected"). The client gets EIO, which it reports; it does not mean ESTALE.
+            // Transient: the file system is busy, or away and being followed (ENOTCONN is a
+            // FUSE daemon that died, "Transport endpoint is not connected", or no mount at DIR
+            // right now; the server serves the next one within a check). The client waits
+            // and retries; the application sees no error.
+            Errno::AGAIN
+            | Errno::INTR
+            | Errno::NOTCONN
+            | Errno::TIMEDOUT
+            | Errno::CONNABORTED
+            | Errno::SHUTDOWN
+            | Errno::BUSY => NfsStat3::Jukebox,
+            // EIO and the rest: a real failure of the file system, reported to the client.
             _ => NfsStat3::Io,
         },
     }
@@ -161,16 +205,25 @@ mod tests {
         assert_eq!(read_status(None, &eio), NfsStat3::Io);
         assert_eq!(mount_status(&os(Errno::ACCESS)), MountStat3::Acces);
         assert_eq!(mount_status(&os(Errno::NOTDIR)), MountStat3::NotDir);
-        assert_eq!(mount_status(&eio), MountStat3::NoEnt);
+        assert_eq!(mount_status(&eio), MountStat3::Io);
+        assert_eq!(mount_status(&os(Errno::NOENT)), MountStat3::NoEnt);
         assert_eq!(mount_path_refused(&FsError::NameTooLong), MountStat3::NoEnt);
-        assert_eq!(stale_handle(walk_failed(&eio)), NfsStat3::Stale);
+        assert_eq!(walk_failed(&eio), Some(Unresolved::Failed(NfsStat3::Io)));
+        assert_eq!(
+            walk_failed(&os(Errno::NOTCONN)),
+            Some(Unresolved::Failed(NfsStat3::Jukebox))
+        );
+        assert_eq!(walk_failed(&os(Errno::NOENT)), None);
+        assert_eq!(unresolved_handle(Unresolved::Stale), NfsStat3::Stale);
         assert_eq!(zero_copy_failed(), NfsStat3::Io);
     }
 
     #[test]
     fn common_errors_map_as_clients_expect() {
         assert_eq!(nfsstat(&os(Errno::NOENT)), NfsStat3::NoEnt);
-        assert_eq!(nfsstat(&os(Errno::NOTCONN)), NfsStat3::Io);
+        assert_eq!(nfsstat(&os(Errno::NOTCONN)), NfsStat3::Jukebox);
+        assert_eq!(nfsstat(&os(Errno::IO)), NfsStat3::Io);
+        assert_eq!(nfsstat(&os(Errno::TIMEDOUT)), NfsStat3::Jukebox);
         assert_eq!(nfsstat(&os(Errno::LOOP)), NfsStat3::Stale);
         assert_eq!(nfsstat(&FsError::InvalidName), NfsStat3::NoEnt);
     }

@@ -3,7 +3,7 @@
 use crate::buffers::BufferPool;
 use crate::config::MAX_READ;
 use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
-use crate::error::Stale;
+use crate::error::Unresolved;
 use crate::handle::FileHandle;
 use crate::resolve::{self, HandleCache};
 use crate::splice::PipePool;
@@ -29,6 +29,8 @@ pub(crate) struct Export {
     /// The portmapper port, when PORTMAP is also served on 111.
     portmap_port: Option<u16>,
     mounts: Mutex<Vec<(String, String)>>,
+    /// Names the export root must hold for a listing of it to be answered (`--expect`).
+    expected: Vec<Vec<u8>>,
 }
 
 impl Export {
@@ -49,7 +51,19 @@ impl Export {
             port,
             portmap_port,
             mounts: Mutex::new(Vec::new()),
+            expected: Vec::new(),
         }
+    }
+
+    /// Listings of the root are refused unless it holds every one of `names`.
+    pub(crate) fn expect(mut self, names: Vec<Vec<u8>>) -> Export {
+        self.expected = names;
+        self
+    }
+
+    /// Whether the root's listing `snap` holds every expected name.
+    pub(crate) fn holds_expected(&self, snap: &DirSnapshot) -> bool {
+        self.expected.iter().all(|n| snap.contains(n))
     }
 
     /// The tree served.
@@ -92,8 +106,8 @@ impl Export {
         self.dirs.snapshot(self.backend.as_ref(), path, attr)
     }
 
-    /// The path a handle names, or `Stale`.
-    pub(crate) fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Stale> {
+    /// The path a handle names, or why not.
+    pub(crate) fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Unresolved> {
         resolve::resolve(fh, self.backend.as_ref(), &self.dirs, &self.handles)
     }
 

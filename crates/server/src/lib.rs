@@ -19,9 +19,11 @@ mod reply;
 mod resolve;
 mod server;
 mod splice;
+mod stall;
 
-pub use config::{Limits, ServerConfig, DEFAULT_FSID};
-pub use server::{Server, ServerError};
+pub use config::{Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID};
+pub use server::{Observer, Server, ServerError};
+pub use stall::StallStats;
 
 /// The file-handle format, for tests that forge handles as a hostile client could. Not an API.
 #[doc(hidden)]

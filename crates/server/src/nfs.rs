@@ -101,6 +101,42 @@ pub(crate) fn call(
     Ok(())
 }
 
+/// Whether `procedure` may wait on the backend: such calls have a deadline, after which they
+/// are answered [`error::backend_late`], and equal calls join one another (`stall`).
+pub(crate) fn reaches_backend(procedure: u32) -> bool {
+    matches!(
+        procedure,
+        proc3::GETATTR
+            | proc3::LOOKUP
+            | proc3::ACCESS
+            | proc3::READLINK
+            | proc3::READ
+            | proc3::READDIR
+            | proc3::READDIRPLUS
+            | proc3::FSSTAT
+            | proc3::FSINFO
+            | proc3::PATHCONF
+    )
+}
+
+/// The results of `procedure` (one that [`reaches_backend`]) failed with `status`, with no
+/// attributes: what is sent when the backend has not answered in time.
+pub(crate) fn failed(procedure: u32, status: NfsStat3, reply: &mut Reply) {
+    match procedure {
+        proc3::GETATTR => reply.results(&GetAttr3Res::Fail(status, ())),
+        proc3::LOOKUP => reply.results(&Lookup3Res::Fail(status, Default::default())),
+        proc3::ACCESS => reply.results(&Access3Res::Fail(status, Default::default())),
+        proc3::READLINK => reply.results(&ReadLink3Res::Fail(status, Default::default())),
+        proc3::READ => read_failed(reply, status, PostOpAttr(None)),
+        proc3::READDIR => reply.results(&ReadDir3Res::Fail(status, Default::default())),
+        proc3::READDIRPLUS => reply.results(&ReadDirPlus3Res::Fail(status, Default::default())),
+        proc3::FSSTAT => reply.results(&FsStat3Res::Fail(status, Default::default())),
+        proc3::FSINFO => reply.results(&FsInfo3Res::Fail(status, Default::default())),
+        proc3::PATHCONF => reply.results(&PathConf3Res::Fail(status, Default::default())),
+        _ => reply.results(&GetAttr3Res::Fail(status, ())),
+    }
+}
+
 fn time3(t: Timestamp) -> NfsTime3 {
     NfsTime3 {
         seconds: t.seconds.clamp(0, i64::from(u32::MAX)) as u32,
@@ -155,7 +191,7 @@ type Failed = (NfsStat3, PostOpAttr);
 impl Handler<'_> {
     fn path_of(&self, fh: &NfsFh3) -> Result<RelPath, NfsStat3> {
         let fh = FileHandle::decode(&fh.data).map_err(|e| error::bad_handle(&e))?;
-        self.export.resolve(&fh).map_err(error::stale_handle)
+        self.export.resolve(&fh).map_err(error::unresolved_handle)
     }
 
     /// Resolve and stat: the object's path and current attributes.
@@ -367,6 +403,9 @@ impl Handler<'_> {
             .export
             .dir_snapshot(&dir, &attr)
             .map_err(|e| (nfsstat(&e), attrs))?;
+        if dir.is_root() && !self.export.holds_expected(&snap) {
+            return Err((error::library_incomplete(), attrs));
+        }
         Ok((dir, attr, snap))
     }
 

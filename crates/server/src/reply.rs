@@ -4,7 +4,7 @@
 //! Handlers write into a [`Reply`]; the connection writes out a [`Framed`].
 use crate::buffers::{BufferPool, DataBuf};
 use crate::splice::SplicedData;
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use mountshare_proto::record::{encode_record_header, start_record};
 use mountshare_proto::rpc::{encode_reply_header, AcceptStat, ReplyBody};
 use mountshare_proto::xdr::{decode_prefix, XdrDecode, XdrEncode};
@@ -23,6 +23,8 @@ pub(crate) struct Reply {
 pub(crate) enum Tail {
     Buf(DataBuf),
     Pipe(SplicedData),
+    /// Read out of a pipe, to be shared with calls that joined this one.
+    Bytes(Bytes),
 }
 
 impl Tail {
@@ -30,6 +32,7 @@ impl Tail {
         match self {
             Tail::Buf(b) => b.data().len(),
             Tail::Pipe(p) => p.len(),
+            Tail::Bytes(b) => b.len(),
         }
     }
 }
@@ -57,9 +60,42 @@ impl Framed {
     pub(crate) fn to_vec(&self) -> Vec<u8> {
         let tail = match &self.tail {
             Some(Tail::Buf(b)) => b.data(),
+            Some(Tail::Bytes(b)) => b,
             _ => &[],
         };
         [&self.head[..], tail, self.pad()].concat()
+    }
+
+    /// A copy of this reply without its record mark and xid, for calls that joined it
+    /// ([`Framed::shared`] sends it under their own xid). Spliced data is read out of its pipe
+    /// first, and this reply then sends that copy.
+    pub(crate) fn share(&mut self) -> Bytes {
+        if let Some(Tail::Pipe(p)) = &mut self.tail {
+            let data = p.read_out();
+            self.tail_len = data.len();
+            self.tail = Some(Tail::Bytes(data.into()));
+        }
+        let tail: &[u8] = match &self.tail {
+            Some(Tail::Buf(b)) => b.data(),
+            Some(Tail::Bytes(b)) => b,
+            _ => &[],
+        };
+        // A framed reply: 4 bytes of record mark, then the xid.
+        let body = self.head.get(8..).unwrap_or_default();
+        Bytes::from([body, tail, self.pad()].concat())
+    }
+
+    /// The reply to call `xid` that is `shared` (from [`Framed::share`]).
+    pub(crate) fn shared(xid: u32, shared: &[u8]) -> Framed {
+        let mut head = BytesMut::with_capacity(8 + shared.len());
+        head.extend_from_slice(&encode_record_header(4 + shared.len()));
+        head.extend_from_slice(&xid.to_be_bytes());
+        head.extend_from_slice(shared);
+        Framed {
+            head,
+            tail: None,
+            tail_len: 0,
+        }
     }
 
     /// Give the READ buffer back to its pool, once written. (A pipe goes back to its own pool

@@ -4,7 +4,7 @@
 //! second server over the same tree) is found by a walk from the root guided by the handle's
 //! per-component hashes, and accepted only if the whole-path hash matches.
 use crate::dircache::{DirCache, DirSnapshot};
-use crate::error::{self, Stale};
+use crate::error::{self, Unresolved};
 use crate::handle::{component_hash, path_hash, FileHandle, MAX_GUIDED_DEPTH};
 use mountshare_fs::{Backend, RelPath};
 use std::collections::HashMap;
@@ -61,59 +61,79 @@ pub(crate) fn resolve(
     backend: &dyn Backend,
     dirs: &DirCache,
     cache: &HandleCache,
-) -> Result<RelPath, Stale> {
+) -> Result<RelPath, Unresolved> {
     if fh.depth == 0 {
         return if fh.matches(&RelPath::root()) {
             Ok(RelPath::root())
         } else {
-            Err(Stale)
+            Err(Unresolved::Stale)
         };
     }
     if let Some(p) = cache.get(fh) {
         return Ok(p);
     }
-    let found = walk(fh, backend, dirs).ok_or(Stale)?;
+    let mut failed = None;
+    let found = walk(fh, backend, dirs, &mut failed).ok_or(failed.unwrap_or(Unresolved::Stale))?;
     cache.insert(&found);
     tracing::debug!(path = %found, "resolved handle by walking the tree");
     Ok(found)
 }
 
-/// The snapshot of `dir`, if it is a directory that can be listed now. What a failure to stat
-/// or list it means for the walk is [`error::walk_failed`]'s decision.
+/// The snapshot of `dir`, if it is a directory that can be listed now. A failure to list is
+/// recorded in `failed` when [`error::walk_failed`] says it proves nothing.
 fn listing(
     backend: &dyn Backend,
     dirs: &DirCache,
     dir: &RelPath,
-) -> Result<Arc<DirSnapshot>, Stale> {
-    let attr = backend.stat(dir).map_err(|e| error::walk_failed(&e))?;
-    if !attr.is_dir() {
-        return Err(Stale);
+    failed: &mut Option<Unresolved>,
+) -> Option<Arc<DirSnapshot>> {
+    let snap = backend.stat(dir).and_then(|attr| {
+        if attr.is_dir() {
+            dirs.snapshot(backend, dir, &attr).map(Some)
+        } else {
+            Ok(None)
+        }
+    });
+    match snap {
+        Ok(snap) => snap,
+        Err(e) => {
+            // A directory that failed may hold the path: the walk can no longer prove it gone.
+            if let Some(why) = error::walk_failed(&e) {
+                *failed = Some(why);
+            }
+            None
+        }
     }
-    dirs.snapshot(backend, dir, &attr)
-        .map_err(|e| error::walk_failed(&e))
 }
 
-/// The paths of `dir`'s entries; none when it cannot be listed. A listed name that cannot be
-/// joined (not a valid component) is no path a handle can name, and is left out.
-fn children(backend: &dyn Backend, dirs: &DirCache, dir: &RelPath) -> Vec<RelPath> {
-    listing(backend, dirs, dir).map_or_else(
-        |Stale| Vec::new(),
-        |snap| {
-            snap.entries
-                .iter()
-                .filter_map(|(_, name)| dir.join(name).ok())
-                .collect()
-        },
-    )
+fn children(
+    backend: &dyn Backend,
+    dirs: &DirCache,
+    dir: &RelPath,
+    failed: &mut Option<Unresolved>,
+) -> Vec<RelPath> {
+    listing(backend, dirs, dir, failed).map_or_else(Vec::new, |snap| {
+        snap.entries
+            .iter()
+            .filter_map(|(_, name)| dir.join(name).ok())
+            .collect()
+    })
 }
 
-fn walk(fh: &FileHandle, backend: &dyn Backend, dirs: &DirCache) -> Option<RelPath> {
+/// The path `fh` names, found from the root. `failed` records a directory on the way that the
+/// file system could not list (so a miss proves nothing).
+fn walk(
+    fh: &FileHandle,
+    backend: &dyn Backend,
+    dirs: &DirCache,
+    failed: &mut Option<Unresolved>,
+) -> Option<RelPath> {
     let depth = usize::from(fh.depth);
     let mut frontier = vec![RelPath::root()];
     for want in &fh.components {
         let mut next = Vec::new();
         for dir in &frontier {
-            let Ok(snap) = listing(backend, dirs, dir) else {
+            let Some(snap) = listing(backend, dirs, dir, failed) else {
                 continue;
             };
             // Only the names whose hash matches become paths: a big directory costs no joins.
@@ -142,7 +162,7 @@ fn walk(fh: &FileHandle, backend: &dyn Backend, dirs: &DirCache) -> Option<RelPa
         .map(|p| (p, MAX_GUIDED_DEPTH))
         .collect();
     while let Some((dir, d)) = stack.pop() {
-        for child in children(backend, dirs, &dir) {
+        for child in children(backend, dirs, &dir, failed) {
             budget = budget.checked_sub(1)?;
             if d + 1 == depth {
                 if fh.matches(&child) {
@@ -206,14 +226,17 @@ mod tests {
         let p = RelPath::parse(b"a/b/c").unwrap();
         let mut fh = FileHandle::for_path(&p).unwrap();
         fh.path_hash ^= 1;
-        assert_eq!(resolve(&fh, &fs, &dirs, &cache), Err(Stale));
+        assert_eq!(resolve(&fh, &fs, &dirs, &cache), Err(Unresolved::Stale));
         let gone = RelPath::parse(b"a/b/gone").unwrap();
         let fh = FileHandle::for_path(&gone).unwrap();
-        assert_eq!(resolve(&fh, &fs, &dirs, &cache), Err(Stale));
+        assert_eq!(resolve(&fh, &fs, &dirs, &cache), Err(Unresolved::Stale));
         std::fs::remove_file(t.path().join("a/b/c")).unwrap();
         let fh = FileHandle::for_path(&p).unwrap();
         let fresh = DirCache::new(DirCacheLimits::default());
-        assert_eq!(resolve(&fh, &fs, &fresh, &HandleCache::new(4)), Err(Stale));
+        assert_eq!(
+            resolve(&fh, &fs, &fresh, &HandleCache::new(4)),
+            Err(Unresolved::Stale)
+        );
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The listener: binds the NFS port (and optionally the portmapper port 111), accepts
 //! connections within a bound, and drains in-flight calls on shutdown.
 use crate::config::{Limits, ServerConfig};
-use crate::connection;
+use crate::connection::{self, Lanes};
 use crate::export::Export;
+use crate::stall::{StallStats, Stalls};
 use mountshare_fs::Backend;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,8 +31,22 @@ pub struct Server {
     listeners: Vec<TcpListener>,
     udp_portmap: Option<UdpSocket>,
     export: Arc<Export>,
+    stalls: Arc<Stalls>,
     limits: Limits,
     local_addr: SocketAddr,
+}
+
+/// A view of a running server's state, for metrics and tests.
+#[derive(Clone)]
+pub struct Observer {
+    stalls: Arc<Stalls>,
+}
+
+impl Observer {
+    /// What the backend timeout has done so far.
+    pub fn stalls(&self) -> StallStats {
+        self.stalls.stats()
+    }
 }
 
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -61,16 +76,21 @@ impl Server {
                     .map_err(|source| ServerError::Bind { addr: pm, source })?,
             );
         }
-        let export = Arc::new(Export::new(
-            backend,
-            config.fsid,
-            local_addr.port(),
-            config.portmap_listen.map(|a| a.port()),
-        ));
+        let export = Arc::new(
+            Export::new(
+                backend,
+                config.fsid,
+                local_addr.port(),
+                config.portmap_listen.map(|a| a.port()),
+            )
+            .expect(config.expect),
+        );
+        let stalls = Stalls::new(config.backend_timeout, config.limits.max_stuck);
         Ok(Server {
             listeners,
             udp_portmap,
             export,
+            stalls,
             limits: config.limits,
             local_addr,
         })
@@ -81,17 +101,25 @@ impl Server {
         self.local_addr
     }
 
+    /// What the server sees of its calls, readable while it runs.
+    pub fn observer(&self) -> Observer {
+        Observer {
+            stalls: self.stalls.clone(),
+        }
+    }
+
     /// Serve until `shutdown` completes, then stop accepting, let calls in flight finish (up to
     /// the drain timeout) and return.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let connections = Arc::new(Semaphore::new(self.limits.max_connections));
-        let global = Arc::new(Semaphore::new(self.limits.total_in_flight));
+        let global = Arc::new(Lanes::new(self.limits.total_in_flight));
         let mut tasks = JoinSet::new();
         for listener in self.listeners {
             tasks.spawn(accept_loop(
                 listener,
                 self.export.clone(),
+                self.stalls.clone(),
                 self.limits.clone(),
                 connections.clone(),
                 global.clone(),
@@ -126,9 +154,10 @@ impl Server {
 async fn accept_loop(
     listener: TcpListener,
     export: Arc<Export>,
+    stalls: Arc<Stalls>,
     limits: Limits,
     connections: Arc<Semaphore>,
-    global: Arc<Semaphore>,
+    global: Arc<Lanes>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conns = JoinSet::new();
@@ -152,6 +181,7 @@ async fn accept_loop(
                     stream,
                     peer,
                     export.clone(),
+                    stalls.clone(),
                     limits.clone(),
                     global.clone(),
                     stop.clone(),

@@ -67,6 +67,29 @@ impl SplicedData {
     }
 }
 
+impl SplicedData {
+    /// The bytes in the pipe, read out of it (for a reply that must be copied). A failure to
+    /// read them is a broken pipe: what was read is returned, and the pipe is not reused.
+    pub(crate) fn read_out(&mut self) -> Vec<u8> {
+        let Some(pipe) = self.pipe.as_mut() else {
+            return Vec::new();
+        };
+        let mut out = vec![0; pipe.pending];
+        let mut at = 0;
+        while at < out.len() {
+            match rustix::io::read(&pipe.read, &mut out[at..]) {
+                Ok(0) => break,
+                Ok(n) => at += n,
+                Err(rustix::io::Errno::INTR) => {}
+                Err(_) => break,
+            }
+        }
+        out.truncate(at);
+        pipe.pending -= at;
+        out
+    }
+}
+
 impl Drop for SplicedData {
     fn drop(&mut self) {
         if let Some(pipe) = self.pipe.take() {

@@ -156,9 +156,11 @@ async fn a_failing_stat_of_the_object_fails_every_procedure_that_needs_it() {
     let s = setup().await;
     for (errno, want) in [
         (Errno::IO, NfsStat3::Io),
-        // A FUSE daemon that died: "Transport endpoint is not connected".
-        (Errno::NOTCONN, NfsStat3::Io),
+        // A FUSE daemon that died ("Transport endpoint is not connected"), or no mount at DIR
+        // right now: the client waits and retries while the next one is found.
+        (Errno::NOTCONN, NfsStat3::Jukebox),
         (Errno::AGAIN, NfsStat3::Jukebox),
+        (Errno::TIMEDOUT, NfsStat3::Jukebox),
         (Errno::ACCESS, NfsStat3::Acces),
         // The handle resolved, but what it named is gone: the handle is stale.
         (Errno::NOENT, NfsStat3::Stale),
@@ -238,7 +240,7 @@ async fn read_whose_read_fails() {
     s.fs.offer_open_files(false);
     for (errno, want) in [
         (Errno::IO, NfsStat3::Io),
-        (Errno::NOTCONN, NfsStat3::Io),
+        (Errno::NOTCONN, NfsStat3::Jukebox),
         (Errno::AGAIN, NfsStat3::Jukebox),
     ] {
         s.fs.inject(Op::Read, Fault::fail(errno).at(&rel("dir/file")));
@@ -350,8 +352,10 @@ async fn mnt_whose_stat_fails() {
     for (errno, want) in [
         (Errno::ACCESS, MountStat3::Acces),
         (Errno::NOTDIR, MountStat3::NotDir),
-        // Today every other failure is "no such directory" to MOUNT.
-        (Errno::IO, MountStat3::NoEnt),
+        (Errno::NOENT, MountStat3::NoEnt),
+        // The file system failing is not a wrong path.
+        (Errno::IO, MountStat3::Io),
+        (Errno::NOTCONN, MountStat3::Io),
     ] {
         s.fs.inject(Op::Stat, Fault::fail(errno).at(&rel("dir")));
         match Mounted::connect(s.srv.addr, "/dir").await {
@@ -365,7 +369,7 @@ async fn mnt_whose_stat_fails() {
 }
 
 #[tokio::test]
-async fn a_handle_whose_walk_cannot_list_a_directory_is_stale() {
+async fn a_handle_whose_walk_cannot_list_a_directory_is_never_stale() {
     let (t, _o) = sample_tree();
     // A handle from another server, so this one has to walk the tree to resolve it.
     let file = {
@@ -376,13 +380,29 @@ async fn a_handle_whose_walk_cannot_list_a_directory_is_stale() {
     let fs = faulty(t.path());
     let srv = TestServer::start_with(fs.clone(), |_| {}).await;
     let m = srv.mount().await;
-    fs.inject(Op::ReadDir, Fault::fail(Errno::IO));
     let args = GetAttr3Args { object: file };
+    // STALE would make the client drop the file for good: a listing that fails proves nothing.
+    for (errno, want) in [
+        (Errno::IO, NfsStat3::Io),
+        (Errno::NOTCONN, NfsStat3::Jukebox),
+        (Errno::AGAIN, NfsStat3::Jukebox),
+    ] {
+        fs.inject(Op::ReadDir, Fault::fail(errno));
+        assert_eq!(
+            m.nfs.getattr(&args).await.unwrap().status(),
+            want,
+            "{errno:?}"
+        );
+        assert!(fs.calls(Op::ReadDir) >= 1, "the walk reached the backend");
+        fs.clear(Op::ReadDir);
+    }
+    assert_eq!(m.nfs.getattr(&args).await.unwrap().status(), NfsStat3::Ok);
+    // Only a path that provably does not exist is stale.
+    std::fs::remove_file(t.path().join("dir/file")).unwrap();
+    let fresh = TestServer::start(t.path()).await;
+    let m = fresh.mount().await;
     assert_eq!(
         m.nfs.getattr(&args).await.unwrap().status(),
         NfsStat3::Stale
     );
-    assert!(fs.calls(Op::ReadDir) >= 1, "the walk reached the backend");
-    fs.clear(Op::ReadDir);
-    assert_eq!(m.nfs.getattr(&args).await.unwrap().status(), NfsStat3::Ok);
 }

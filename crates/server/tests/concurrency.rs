@@ -31,10 +31,14 @@ fn tree() -> tempfile::TempDir {
 }
 
 async fn read(m: &Mounted, fh: &NfsFh3) -> Vec<u8> {
+    read_at(m, fh, 0).await
+}
+
+async fn read_at(m: &Mounted, fh: &NfsFh3, offset: u64) -> Vec<u8> {
     m.nfs
         .read(&Read3Args {
             file: fh.clone(),
-            offset: 0,
+            offset,
             count: 100,
         })
         .await
@@ -81,6 +85,8 @@ async fn calls_in_flight_are_bounded_per_connection_and_overall() {
     let srv = TestServer::start_with(gated.clone(), |c| {
         c.limits.per_connection_in_flight = 3;
         c.limits.total_in_flight = 5;
+        // This test is about the bounds, not the deadline.
+        c.backend_timeout = Duration::from_secs(600);
     })
     .await;
     let opts = || ConnectOptions {
@@ -91,10 +97,16 @@ async fn calls_in_flight_are_bounded_per_connection_and_overall() {
     let b = Mounted::connect_with(srv.addr, "/", opts()).await.unwrap();
     let slow = a.nfs.lookup_path(&a.root, "slow.mkv").await.unwrap();
     let mut calls = Vec::new();
-    for m in [&a, &a, &a, &a, &a, &a, &b, &b, &b, &b, &b, &b] {
+    // Each READ of another range: equal calls would join one backend call instead.
+    for (i, m) in [&a, &a, &a, &a, &a, &a, &b, &b, &b, &b, &b, &b]
+        .into_iter()
+        .enumerate()
+    {
         let m = m.clone();
         let slow = slow.clone();
-        calls.push(tokio::spawn(async move { read(&m, &slow).await }));
+        calls.push(tokio::spawn(async move {
+            (i, read_at(&m, &slow, i as u64).await)
+        }));
     }
     // 3 from one connection plus 2 from the other reach the file system; no more.
     wait_held(&gated, Op::Read, 5).await;
@@ -102,7 +114,8 @@ async fn calls_in_flight_are_bounded_per_connection_and_overall() {
     assert_eq!(gated.peak_in_flight(Op::Read), 5);
     gated.release(Op::Read);
     for c in calls {
-        assert_eq!(c.await.unwrap(), b"slow bytes");
+        let (i, data) = c.await.unwrap();
+        assert_eq!(data, &b"slow bytes"[i.min(10)..]);
     }
     assert_eq!(
         gated.peak_in_flight(Op::Read),

@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 /// A running server; stops when dropped or with [`TestServer::stop`].
 pub struct TestServer {
     pub addr: SocketAddr,
+    pub observer: mountshare_server::Observer,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -34,12 +35,14 @@ impl TestServer {
         configure(&mut config);
         let server = Server::bind(config, backend).await.unwrap();
         let addr = server.local_addr();
+        let observer = server.observer();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
         }));
         TestServer {
             addr,
+            observer,
             stop: Some(tx),
             task: Some(task),
         }
