@@ -256,52 +256,28 @@ impl XdrDecode for () {
     }
 }
 
-impl XdrEncode for u32 {
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u32(*self);
-    }
+/// XDR's integers (RFC 4506 sections 4.1 to 4.5): four or eight bytes, big-endian.
+macro_rules! xdr_integer {
+    ($($t:ty: $put:ident, $get:ident;)*) => {$(
+        impl XdrEncode for $t {
+            fn encode(&self, out: &mut BytesMut) {
+                out.$put(*self);
+            }
+        }
+
+        impl XdrDecode for $t {
+            fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+                r.$get()
+            }
+        }
+    )*};
 }
 
-impl XdrDecode for u32 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        r.get_u32()
-    }
-}
-
-impl XdrEncode for i32 {
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i32(*self);
-    }
-}
-
-impl XdrDecode for i32 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        r.get_i32()
-    }
-}
-
-impl XdrEncode for u64 {
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u64(*self);
-    }
-}
-
-impl XdrDecode for u64 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        r.get_u64()
-    }
-}
-
-impl XdrEncode for i64 {
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i64(*self);
-    }
-}
-
-impl XdrDecode for i64 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        r.get_i64()
-    }
+xdr_integer! {
+    u32: put_u32, get_u32;
+    i32: put_i32, get_i32;
+    u64: put_u64, get_u64;
+    i64: put_i64, get_i64;
 }
 
 impl XdrEncode for bool {
