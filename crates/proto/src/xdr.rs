@@ -332,9 +332,11 @@ impl<const N: usize> XdrDecode for [u8; N] {
 
 /// Implements [`XdrEncode`] and [`XdrDecode`] for a struct whose fields are encoded in
 /// declaration order. A field written `name: opaque("what", MAX)` is a variable-length opaque or
-/// string held in a `Vec<u8>` and capped at `MAX` when decoding; other fields use their own
-/// trait implementations. `xdr_struct!(Name(newtype))` forwards to the single field of a
-/// tuple struct.
+/// string held in a `Vec<u8>` and capped at `MAX` when decoding; `name: linked_list("what",
+/// MAX)` is a `Vec` sent as a linked list (`T *next`: TRUE before every element, FALSE at the
+/// end) of at most `MAX` elements when decoding; other fields use their own trait
+/// implementations. `xdr_struct!(Name(newtype))` forwards to the single field of a tuple
+/// struct, and `xdr_struct!(Name(linked_list("what", MAX)))` makes that field such a list.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! xdr_struct {
@@ -349,6 +351,20 @@ macro_rules! xdr_struct {
                 r: &mut $crate::xdr::XdrReader<'_>,
             ) -> ::core::result::Result<Self, $crate::xdr::XdrError> {
                 Ok(Self($crate::xdr::XdrDecode::decode(r)?))
+            }
+        }
+    };
+    ($name:ident($kind:ident($what:literal, $max:expr))) => {
+        impl $crate::xdr::XdrEncode for $name {
+            fn encode(&self, out: &mut ::bytes::BytesMut) {
+                $crate::xdr_struct!(@enc self.0, out, $kind);
+            }
+        }
+        impl $crate::xdr::XdrDecode for $name {
+            fn decode(
+                r: &mut $crate::xdr::XdrReader<'_>,
+            ) -> ::core::result::Result<Self, $crate::xdr::XdrError> {
+                Ok(Self($crate::xdr_struct!(@dec r, $kind, $what, $max)))
             }
         }
     };
@@ -370,8 +386,14 @@ macro_rules! xdr_struct {
     };
     (@enc $v:expr, $out:ident) => { $crate::xdr::XdrEncode::encode(&$v, $out) };
     (@enc $v:expr, $out:ident, opaque) => { $crate::xdr::put_opaque_var($out, &$v) };
+    (@enc $v:expr, $out:ident, linked_list) => {
+        $crate::xdr::put_linked_list($out, &$v, |o, e| $crate::xdr::XdrEncode::encode(e, o))
+    };
     (@dec $r:ident) => { $crate::xdr::XdrDecode::decode($r)? };
     (@dec $r:ident, opaque, $what:literal, $max:expr) => { $r.get_opaque_var($what, $max)?.to_vec() };
+    (@dec $r:ident, linked_list, $what:literal, $max:expr) => {
+        $r.get_linked_list($what, $max, $crate::xdr::XdrDecode::decode)?
+    };
 }
 
 /// Defines a C-like XDR enum: unknown values decode as [`XdrError::InvalidDiscriminant`].
