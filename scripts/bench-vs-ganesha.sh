@@ -22,6 +22,8 @@ done
 
 PIDS=()
 WORK=""
+G_KIT_IN=""
+G_KIT_PID=""
 cleanup() {
     local pid
     for pid in "${PIDS[@]}"; do
@@ -30,6 +32,14 @@ cleanup() {
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
+    # Closing its stdin (after the children that inherited it are gone) stops the kit's ganesha.
+    if [ -n "$G_KIT_IN" ]; then
+        exec {G_KIT_IN}>&-
+        for _ in $(seq 1 300); do
+            kill -0 "$G_KIT_PID" 2>/dev/null || break
+            sleep 0.1
+        done
+    fi
     [ -n "$WORK" ] && rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -52,16 +62,19 @@ wait_port() {
 }
 now() { date +%s.%N; }
 
-echo "building mountshare (release)..." >&2
-(cd "$REPO" && cargo build --release -p mountshare --quiet)
+echo "building mountshare and the test kit's ganesha runner (release)..." >&2
+(cd "$REPO" && cargo build --release -p mountshare --quiet \
+    && cargo build --release -p mountshare-testkit --example ganesha --quiet)
 BIN="$TARGET/release/mountshare"
 [ -x "$BIN" ] || die "no binary at $BIN"
+KIT_GANESHA="$TARGET/release/examples/ganesha"
+[ -x "$KIT_GANESHA" ] || die "no binary at $KIT_GANESHA"
 
 # On the disk, not tmpfs: ganesha's VFS FSAL needs name_to_handle_at(2).
 mkdir -p "$TARGET"
 WORK="$(mktemp -d "$TARGET/bench.XXXXXX")"
 EXPORT="$WORK/export"
-mkdir -p "$EXPORT" "$WORK/recovery"
+mkdir -p "$EXPORT"
 echo "writing a ${SIZE_MIB} MiB file..." >&2
 dd if=/dev/urandom of="$EXPORT/big.bin" bs=1M count="$SIZE_MIB" status=none
 SUM="$(md5sum "$EXPORT/big.bin" | cut -d' ' -f1)"
@@ -72,49 +85,18 @@ MS_PORT="$(free_port)"
 PIDS+=($!)
 wait_port "$MS_PORT"
 
-if port_is_free 111; then
-    rpcbind -f -w &
-    PIDS+=($!)
-    wait_port 111
-fi
 G_NFS="$(free_port)"
 G_MNT="$(free_port)"
 while [ "$G_MNT" = "$G_NFS" ] || [ "$G_MNT" = "$MS_PORT" ]; do G_MNT="$(free_port)"; done
-cat >"$WORK/ganesha.conf" <<CONF
-NFS_CORE_PARAM {
-    Bind_addr = 127.0.0.1;
-    NFS_Port = $G_NFS;
-    MNT_Port = $G_MNT;
-    Protocols = 3;
-    Enable_NLM = false;
-    Enable_RQUOTA = false;
-    Enable_UDP = false;
-    mount_path_pseudo = false;
-}
-NFSV4 { Graceless = true; RecoveryBackend = fs; RecoveryRoot = "$WORK/recovery"; }
-NFS_KRB5 { Active_krb5 = false; }
-LOG { Default_Log_Level = EVENT; }
-EXPORT {
-    Export_Id = 1;
-    Path = "$EXPORT";
-    Pseudo = "$EXPORT";
-    Protocols = 3;
-    Transports = TCP;
-    Access_Type = RO;
-    Squash = No_Root_Squash;
-    SecType = sys;
-    FSAL { Name = VFS; }
-}
-CONF
-GANESHA="$(command -v ganesha.nfsd || echo /usr/sbin/ganesha.nfsd)"
-"$GANESHA" -F -f "$WORK/ganesha.conf" -L "$WORK/ganesha.log" -p "$WORK/ganesha.pid" -N NIV_EVENT &
-PIDS+=($!)
-for i in $(seq 1 300); do
-    grep -q "NFS SERVER INITIALIZED" "$WORK/ganesha.log" 2>/dev/null && break
+# ganesha exactly as the tests run it (crates/testkit/src/ganesha.rs: its configuration, and
+# rpcbind when nothing answers on port 111), until the runner's stdin closes.
+exec {G_KIT_IN}> >(exec "$KIT_GANESHA" "$EXPORT" "$G_NFS" "$G_MNT" >"$WORK/ganesha.ready")
+G_KIT_PID=$!
+for i in $(seq 1 900); do
+    grep -qx ready "$WORK/ganesha.ready" 2>/dev/null && break
+    kill -0 "$G_KIT_PID" 2>/dev/null && [ "$i" -lt 900 ] || die "ganesha did not start (see above)"
     sleep 0.1
 done
-wait_port "$G_NFS"
-wait_port "$G_MNT"
 
 MS_URL="nfs://127.0.0.1//big.bin?version=3&nfsport=$MS_PORT&mountport=$MS_PORT"
 G_URL="nfs://127.0.0.1$EXPORT/big.bin?version=3&nfsport=$G_NFS&mountport=$G_MNT"

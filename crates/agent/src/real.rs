@@ -94,21 +94,32 @@ fn deadlined<T>(
 }
 
 fn ms_flags(f: MountFlags) -> MsFlags {
-    let mut m = MsFlags::empty();
-    m.set(MsFlags::RDONLY, f.read_only);
-    m.set(MsFlags::NOSUID, f.nosuid);
-    m.set(MsFlags::NODEV, f.nodev);
-    m.set(MsFlags::NOEXEC, f.noexec);
-    m
+    kernel_flags(f).0
 }
 
 fn attr_flags(f: MountFlags) -> MountAttrFlags {
-    let mut m = MountAttrFlags::empty();
-    m.set(MountAttrFlags::MOUNT_ATTR_RDONLY, f.read_only);
-    m.set(MountAttrFlags::MOUNT_ATTR_NOSUID, f.nosuid);
-    m.set(MountAttrFlags::MOUNT_ATTR_NODEV, f.nodev);
-    m.set(MountAttrFlags::MOUNT_ATTR_NOEXEC, f.noexec);
-    m
+    kernel_flags(f).1
+}
+
+/// `f` in both kernel APIs' terms: the `mount(2)` flags and the new API's mount attributes.
+/// One row per flag, so the two can never disagree.
+fn kernel_flags(f: MountFlags) -> (MsFlags, MountAttrFlags) {
+    let mut ms = MsFlags::empty();
+    let mut attr = MountAttrFlags::empty();
+    for (on, m, a) in [
+        (
+            f.read_only,
+            MsFlags::RDONLY,
+            MountAttrFlags::MOUNT_ATTR_RDONLY,
+        ),
+        (f.nosuid, MsFlags::NOSUID, MountAttrFlags::MOUNT_ATTR_NOSUID),
+        (f.nodev, MsFlags::NODEV, MountAttrFlags::MOUNT_ATTR_NODEV),
+        (f.noexec, MsFlags::NOEXEC, MountAttrFlags::MOUNT_ATTR_NOEXEC),
+    ] {
+        ms.set(m, on);
+        attr.set(a, on);
+    }
+    (ms, attr)
 }
 
 /// Mount a file system at `target` with `mount(2)`; options are joined into the data string.

@@ -6,7 +6,8 @@ use crate::hist::Histogram;
 use crate::report::{Latency, OpStats, Phase};
 use mountshare_client::{ClientError, ConnectOptions, Mounted, NfsClient, RpcConnection};
 use mountshare_proto::nfs3::{
-    DirOpArgs3, FsInfo3Args, Ftype3, GetAttr3Args, Lookup3Args, NfsFh3, Read3Args, MAX_DATA_LEN,
+    DirOpArgs3, Fattr3, FsInfo3Args, Ftype3, GetAttr3Args, Lookup3Args, NfsFh3, Read3Args,
+    MAX_DATA_LEN,
 };
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -91,18 +92,7 @@ pub struct ReadFile {
 
 /// Look a path below the root up and get its size.
 pub async fn resolve_file(sess: &Session, path: &str) -> Result<ReadFile, String> {
-    let nfs = &sess.conns[0];
-    let fh = nfs
-        .lookup_path(&sess.root, path)
-        .await
-        .map_err(|e| format!("{path}: {e}"))?;
-    let attr = nfs
-        .getattr_of(&fh)
-        .await
-        .map_err(|e| format!("{path}: {e}"))?;
-    if attr.ftype != Ftype3::Reg {
-        return Err(format!("{path}: not a regular file"));
-    }
+    let (fh, attr) = resolve(sess, path, Ftype3::Reg, "not a regular file").await?;
     Ok(ReadFile {
         path: path.to_owned(),
         fh,
@@ -112,6 +102,18 @@ pub async fn resolve_file(sess: &Session, path: &str) -> Result<ReadFile, String
 
 /// Resolve a directory path below the root.
 pub async fn resolve_dir(sess: &Session, path: &str) -> Result<NfsFh3, String> {
+    let (fh, _) = resolve(sess, path, Ftype3::Dir, "not a directory").await?;
+    Ok(fh)
+}
+
+/// The handle and attributes of a path below the root, which must be of type `ftype`
+/// (else the error is `"{path}: {not_it}"`).
+async fn resolve(
+    sess: &Session,
+    path: &str,
+    ftype: Ftype3,
+    not_it: &str,
+) -> Result<(NfsFh3, Fattr3), String> {
     let nfs = &sess.conns[0];
     let fh = nfs
         .lookup_path(&sess.root, path)
@@ -121,10 +123,10 @@ pub async fn resolve_dir(sess: &Session, path: &str) -> Result<NfsFh3, String> {
         .getattr_of(&fh)
         .await
         .map_err(|e| format!("{path}: {e}"))?;
-    if attr.ftype != Ftype3::Dir {
-        return Err(format!("{path}: not a directory"));
+    if attr.ftype != ftype {
+        return Err(format!("{path}: {not_it}"));
     }
-    Ok(fh)
+    Ok((fh, attr))
 }
 
 /// Counters of one worker.
@@ -154,6 +156,14 @@ impl Tally {
     fn error(&mut self, what: String) {
         self.errors += 1;
         self.first_error.get_or_insert(what);
+    }
+
+    /// Count a call that got no reply (`"{what}: {e}"`); true when the connection is closed,
+    /// so the worker should stop.
+    fn no_reply(&mut self, what: impl std::fmt::Display, e: ClientError) -> bool {
+        let closed = matches!(e, ClientError::Closed(_));
+        self.error(format!("{what}: {e}"));
+        closed
     }
 
     fn merge(&mut self, o: Tally) {
@@ -304,58 +314,52 @@ pub async fn read(sess: &Session, files: Vec<ReadFile>, read_size: u32, limits: 
     let files = Arc::new(files);
     let start = Instant::now();
     let end = limits.duration.map(|d| start + d);
-    let mut workers = Vec::new();
-    for conn in &sess.conns {
-        for _ in 0..sess.in_flight {
-            let nfs = conn.clone();
-            let cursor = cursor.clone();
-            let files = files.clone();
-            workers.push(tokio::spawn(async move {
-                let mut t = Tally::default();
-                loop {
-                    if end.is_some_and(|e| Instant::now() >= e) || t.errors >= MAX_ERRORS {
-                        break;
+    let total = run_workers(sess, |nfs| {
+        let cursor = cursor.clone();
+        let files = files.clone();
+        async move {
+            let mut t = Tally::default();
+            loop {
+                if end.is_some_and(|e| Instant::now() >= e) || t.errors >= MAX_ERRORS {
+                    break;
+                }
+                let Some((fi, offset, count)) =
+                    cursor.lock().unwrap_or_else(|p| p.into_inner()).next()
+                else {
+                    break;
+                };
+                let args = Read3Args {
+                    file: files[fi].fh.clone(),
+                    offset,
+                    count,
+                };
+                let began = Instant::now();
+                let res = nfs.read(&args).await;
+                let took = began.elapsed();
+                match res.map(|r| r.ok()) {
+                    Ok(Ok(ok)) => {
+                        t.hist("READ").record(took);
+                        t.ops += 1;
+                        t.requested += u64::from(count);
+                        t.bytes += ok.data.len() as u64;
+                        if ok.data.len() < count as usize {
+                            t.short += 1;
+                        }
                     }
-                    let Some((fi, offset, count)) =
-                        cursor.lock().unwrap_or_else(|p| p.into_inner()).next()
-                    else {
-                        break;
-                    };
-                    let args = Read3Args {
-                        file: files[fi].fh.clone(),
-                        offset,
-                        count,
-                    };
-                    let began = Instant::now();
-                    let res = nfs.read(&args).await;
-                    let took = began.elapsed();
-                    match res.map(|r| r.ok()) {
-                        Ok(Ok(ok)) => {
-                            t.hist("READ").record(took);
-                            t.ops += 1;
-                            t.requested += u64::from(count);
-                            t.bytes += ok.data.len() as u64;
-                            if ok.data.len() < count as usize {
-                                t.short += 1;
-                            }
-                        }
-                        Ok(Err(stat)) => {
-                            t.error(format!("READ {} at {offset}: {stat}", files[fi].path))
-                        }
-                        Err(e) => {
-                            let closed = matches!(e, ClientError::Closed(_));
-                            t.error(format!("READ {} at {offset}: {e}", files[fi].path));
-                            if closed {
-                                break;
-                            }
+                    Ok(Err(stat)) => {
+                        t.error(format!("READ {} at {offset}: {stat}", files[fi].path))
+                    }
+                    Err(e) => {
+                        if t.no_reply(format_args!("READ {} at {offset}", files[fi].path), e) {
+                            break;
                         }
                     }
                 }
-                t
-            }));
+            }
+            t
         }
-    }
-    let total = gather(workers).await;
+    })
+    .await;
     let elapsed = start.elapsed();
     let issued = cursor.lock().unwrap_or_else(|p| p.into_inner()).issued;
     let stopped_by = if total.errors >= MAX_ERRORS {
@@ -398,61 +402,55 @@ pub async fn meta(sess: &Session, dir: NfsFh3, dir_name: &str, limits: Limits) -
     let budget = limits
         .ops
         .unwrap_or(if end.is_some() { u64::MAX } else { 10_000 });
-    let mut workers = Vec::new();
-    for conn in &sess.conns {
-        for _ in 0..sess.in_flight {
-            let nfs = conn.clone();
-            let entries = entries.clone();
-            let next = next.clone();
-            let dir = dir.clone();
-            workers.push(tokio::spawn(async move {
-                let mut t = Tally::default();
-                loop {
-                    if end.is_some_and(|e| Instant::now() >= e) || t.errors >= MAX_ERRORS {
-                        break;
-                    }
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    if i >= budget {
-                        break;
-                    }
-                    let (name, fh) = &entries[((i / 2) % entries.len() as u64) as usize];
-                    let began = Instant::now();
-                    let (op, res) = if i & 1 == 0 {
-                        let r = nfs.getattr(&GetAttr3Args { object: fh.clone() }).await;
-                        ("GETATTR", r.map(|r| r.ok().map(|_| ())))
-                    } else {
-                        let args = Lookup3Args {
-                            what: DirOpArgs3 {
-                                dir: dir.clone(),
-                                name: name.clone(),
-                            },
-                        };
-                        let r = nfs.lookup(&args).await;
-                        ("LOOKUP", r.map(|r| r.ok().map(|_| ())))
+    let total = run_workers(sess, |nfs| {
+        let entries = entries.clone();
+        let next = next.clone();
+        let dir = dir.clone();
+        async move {
+            let mut t = Tally::default();
+            loop {
+                if end.is_some_and(|e| Instant::now() >= e) || t.errors >= MAX_ERRORS {
+                    break;
+                }
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                if i >= budget {
+                    break;
+                }
+                let (name, fh) = &entries[((i / 2) % entries.len() as u64) as usize];
+                let began = Instant::now();
+                let (op, res) = if i & 1 == 0 {
+                    let r = nfs.getattr(&GetAttr3Args { object: fh.clone() }).await;
+                    ("GETATTR", r.map(|r| r.ok().map(|_| ())))
+                } else {
+                    let args = Lookup3Args {
+                        what: DirOpArgs3 {
+                            dir: dir.clone(),
+                            name: name.clone(),
+                        },
                     };
-                    let took = began.elapsed();
-                    match res {
-                        Ok(Ok(())) => {
-                            t.hist(op).record(took);
-                            t.ops += 1;
-                        }
-                        Ok(Err(stat)) => {
-                            t.error(format!("{op} {}: {stat}", String::from_utf8_lossy(name)))
-                        }
-                        Err(e) => {
-                            let closed = matches!(e, ClientError::Closed(_));
-                            t.error(format!("{op}: {e}"));
-                            if closed {
-                                break;
-                            }
+                    let r = nfs.lookup(&args).await;
+                    ("LOOKUP", r.map(|r| r.ok().map(|_| ())))
+                };
+                let took = began.elapsed();
+                match res {
+                    Ok(Ok(())) => {
+                        t.hist(op).record(took);
+                        t.ops += 1;
+                    }
+                    Ok(Err(stat)) => {
+                        t.error(format!("{op} {}: {stat}", String::from_utf8_lossy(name)))
+                    }
+                    Err(e) => {
+                        if t.no_reply(op, e) {
+                            break;
                         }
                     }
                 }
-                t
-            }));
+            }
+            t
         }
-    }
-    let total = gather(workers).await;
+    })
+    .await;
     let elapsed = start.elapsed();
     let stopped_by = if total.errors >= MAX_ERRORS {
         "errors"
@@ -491,110 +489,106 @@ pub async fn walk(
     let max_entries = limits.entries.unwrap_or(u64::MAX);
     let start = Instant::now();
     let end = limits.duration.map(|d| start + d);
-    let mut workers = Vec::new();
-    for conn in &sess.conns {
-        for _ in 0..sess.in_flight {
-            let nfs = conn.clone();
-            let queue = queue.clone();
-            workers.push(tokio::spawn(async move {
-                let (state, notify) = &*queue;
-                let mut t = Tally::default();
-                loop {
-                    let job = loop {
-                        let notified = notify.notified();
-                        {
-                            let mut q = state.lock().unwrap_or_else(|p| p.into_inner());
-                            if q.stop || end.is_some_and(|e| Instant::now() >= e) {
-                                q.stop = true;
-                                break None;
-                            }
-                            if let Some(d) = q.dirs.pop_front() {
-                                q.active += 1;
-                                break Some(d);
-                            }
-                            if q.active == 0 {
-                                break None;
-                            }
-                        }
-                        // Wake up now and then to notice the deadline.
-                        let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
-                    };
-                    let Some((path, fh)) = job else {
-                        notify.notify_waiters();
-                        break;
-                    };
-                    t.dirs += 1;
-                    let mut pager = nfs.readdirplus_pager(&fh);
-                    loop {
-                        let began = Instant::now();
-                        let page = pager.next_page().await;
-                        let took = began.elapsed();
-                        let page = match page {
-                            Ok(Some(p)) => p,
-                            Ok(None) => break,
-                            Err(e) => {
-                                t.error(format!("READDIRPLUS {path}: {e}"));
-                                break;
-                            }
-                        };
-                        t.hist("READDIRPLUS").record(took);
-                        t.ops += 1;
-                        let mut subdirs = Vec::new();
-                        let mut n = 0;
-                        for e in page {
-                            if e.name == b"." || e.name == b".." {
-                                continue;
-                            }
-                            n += 1;
-                            let name = format!("{path}/{}", String::from_utf8_lossy(&e.name));
-                            let (Some(attr), Some(efh)) = (e.name_attributes.0, e.name_handle.0)
-                            else {
-                                continue;
-                            };
-                            match attr.ftype {
-                                Ftype3::Dir => subdirs.push((name, efh)),
-                                Ftype3::Reg
-                                    if !matches!(&t.largest, Some(l) if l.size >= attr.size) =>
-                                {
-                                    t.largest = Some(ReadFile {
-                                        path: name,
-                                        fh: efh,
-                                        size: attr.size,
-                                    });
-                                }
-                                _ => {}
-                            }
-                        }
-                        t.entries += n;
+    let mut total = run_workers(sess, |nfs| {
+        let queue = queue.clone();
+        async move {
+            let (state, notify) = &*queue;
+            let mut t = Tally::default();
+            loop {
+                let job = loop {
+                    let notified = notify.notified();
+                    {
                         let mut q = state.lock().unwrap_or_else(|p| p.into_inner());
-                        q.entries += n;
-                        if q.entries >= max_entries {
+                        if q.stop || end.is_some_and(|e| Instant::now() >= e) {
                             q.stop = true;
+                            break None;
                         }
-                        let pushed = !subdirs.is_empty();
-                        q.dirs.extend(subdirs);
-                        let stop = q.stop;
-                        drop(q);
-                        if pushed {
-                            notify.notify_waiters();
+                        if let Some(d) = q.dirs.pop_front() {
+                            q.active += 1;
+                            break Some(d);
                         }
-                        if stop || t.errors >= MAX_ERRORS {
+                        if q.active == 0 {
+                            break None;
+                        }
+                    }
+                    // Wake up now and then to notice the deadline.
+                    let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
+                };
+                let Some((path, fh)) = job else {
+                    notify.notify_waiters();
+                    break;
+                };
+                t.dirs += 1;
+                let mut pager = nfs.readdirplus_pager(&fh);
+                loop {
+                    let began = Instant::now();
+                    let page = pager.next_page().await;
+                    let took = began.elapsed();
+                    let page = match page {
+                        Ok(Some(p)) => p,
+                        Ok(None) => break,
+                        Err(e) => {
+                            t.error(format!("READDIRPLUS {path}: {e}"));
                             break;
                         }
+                    };
+                    t.hist("READDIRPLUS").record(took);
+                    t.ops += 1;
+                    let mut subdirs = Vec::new();
+                    let mut n = 0;
+                    for e in page {
+                        if e.name == b"." || e.name == b".." {
+                            continue;
+                        }
+                        n += 1;
+                        let name = format!("{path}/{}", String::from_utf8_lossy(&e.name));
+                        let (Some(attr), Some(efh)) = (e.name_attributes.0, e.name_handle.0)
+                        else {
+                            continue;
+                        };
+                        match attr.ftype {
+                            Ftype3::Dir => subdirs.push((name, efh)),
+                            Ftype3::Reg
+                                if !matches!(&t.largest, Some(l) if l.size >= attr.size) =>
+                            {
+                                t.largest = Some(ReadFile {
+                                    path: name,
+                                    fh: efh,
+                                    size: attr.size,
+                                });
+                            }
+                            _ => {}
+                        }
                     }
+                    t.entries += n;
                     let mut q = state.lock().unwrap_or_else(|p| p.into_inner());
-                    q.active -= 1;
-                    if t.errors >= MAX_ERRORS {
+                    q.entries += n;
+                    if q.entries >= max_entries {
                         q.stop = true;
                     }
+                    let pushed = !subdirs.is_empty();
+                    q.dirs.extend(subdirs);
+                    let stop = q.stop;
                     drop(q);
-                    notify.notify_waiters();
+                    if pushed {
+                        notify.notify_waiters();
+                    }
+                    if stop || t.errors >= MAX_ERRORS {
+                        break;
+                    }
                 }
-                t
-            }));
+                let mut q = state.lock().unwrap_or_else(|p| p.into_inner());
+                q.active -= 1;
+                if t.errors >= MAX_ERRORS {
+                    q.stop = true;
+                }
+                drop(q);
+                notify.notify_waiters();
+            }
+            t
         }
-    }
-    let mut total = gather(workers).await;
+    })
+    .await;
     let elapsed = start.elapsed();
     let q = queue.0.lock().unwrap_or_else(|p| p.into_inner());
     let stopped_by = if total.errors >= MAX_ERRORS {
@@ -612,6 +606,22 @@ pub async fn walk(
         total.phase("walk", dir_name.to_owned(), stopped_by, elapsed),
         largest,
     )
+}
+
+/// Run `work` on `in_flight` workers per connection, each given its own handle to the connection,
+/// and add up what they counted.
+async fn run_workers<W, F>(sess: &Session, work: W) -> Tally
+where
+    W: Fn(NfsClient) -> F,
+    F: std::future::Future<Output = Tally> + Send + 'static,
+{
+    let mut workers = Vec::new();
+    for conn in &sess.conns {
+        for _ in 0..sess.in_flight {
+            workers.push(tokio::spawn(work(conn.clone())));
+        }
+    }
+    gather(workers).await
 }
 
 /// Wait for every worker and add up what they counted; a worker that died counts as an error

@@ -9,6 +9,7 @@ mod mount;
 mod mount_port;
 mod nfs;
 mod portmap;
+mod program;
 
 pub use conn::{auth_sys_root, ConnectOptions, RpcConnection};
 pub use error::{ClientError, Result};

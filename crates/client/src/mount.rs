@@ -7,41 +7,14 @@ use tokio::net::ToSocketAddrs;
 use crate::conn::{ConnectOptions, RpcConnection};
 use crate::error::{ClientError, Result};
 use crate::nfs::NfsClient;
+use crate::program::program_client;
 
-/// A MOUNT v3 client (RFC 1813 appendix I).
-#[derive(Debug, Clone)]
-pub struct MountClient {
-    conn: RpcConnection,
+program_client! {
+    /// A MOUNT v3 client (RFC 1813 appendix I).
+    MountClient: MOUNT_PROGRAM, MOUNT_V3
 }
 
 impl MountClient {
-    pub fn new(conn: RpcConnection) -> Self {
-        Self { conn }
-    }
-
-    /// Connect over TCP with default options.
-    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self> {
-        Ok(Self::new(RpcConnection::connect(addr).await?))
-    }
-
-    pub fn conn(&self) -> &RpcConnection {
-        &self.conn
-    }
-
-    async fn call<A: mountshare_proto::XdrEncode, R: mountshare_proto::XdrDecode>(
-        &self,
-        procedure: u32,
-        args: &A,
-    ) -> Result<R> {
-        self.conn
-            .call_typed(MOUNT_PROGRAM, MOUNT_V3, procedure, args)
-            .await
-    }
-
-    pub async fn null(&self) -> Result<()> {
-        self.call(mountproc3::NULL, &()).await
-    }
-
     /// MNT: the root handle of the export at `path`.
     pub async fn mnt(&self, path: &[u8]) -> Result<MountRes3> {
         self.call(mountproc3::MNT, &DirPath(path.to_vec())).await

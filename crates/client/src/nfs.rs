@@ -6,12 +6,12 @@ use tokio::net::ToSocketAddrs;
 
 use crate::conn::{ConnectOptions, RpcConnection};
 use crate::error::{ClientError, Result};
+use crate::program::program_client;
 
-/// An NFSv3 client over an [`RpcConnection`] (which it may share with a MOUNT or PORTMAP
-/// client: one port serves all three programs).
-#[derive(Debug, Clone)]
-pub struct NfsClient {
-    conn: RpcConnection,
+program_client! {
+    /// An NFSv3 client over an [`RpcConnection`] (which it may share with a MOUNT or PORTMAP
+    /// client: one port serves all three programs).
+    NfsClient: NFS_PROGRAM, NFS_V3
 }
 
 macro_rules! procedures {
@@ -19,36 +19,15 @@ macro_rules! procedures {
         $(
             $(#[$doc])*
             pub async fn $name(&self, args: &$args) -> Result<$res> {
-                self.conn.call_typed(NFS_PROGRAM, NFS_V3, proc3::$proc, args).await
+                self.call(proc3::$proc, args).await
             }
         )*
     };
 }
 
 impl NfsClient {
-    pub fn new(conn: RpcConnection) -> Self {
-        Self { conn }
-    }
-
-    /// Connect over TCP with default options (AUTH_SYS as root, 30 s timeout).
-    pub async fn connect(addr: impl ToSocketAddrs) -> Result<Self> {
-        Ok(Self::new(RpcConnection::connect(addr).await?))
-    }
-
     pub async fn connect_with(addr: impl ToSocketAddrs, opts: ConnectOptions) -> Result<Self> {
         Ok(Self::new(RpcConnection::connect_with(addr, opts).await?))
-    }
-
-    /// The underlying connection, for raw calls.
-    pub fn conn(&self) -> &RpcConnection {
-        &self.conn
-    }
-
-    /// Procedure 0.
-    pub async fn null(&self) -> Result<()> {
-        self.conn
-            .call_typed(NFS_PROGRAM, NFS_V3, proc3::NULL, &())
-            .await
     }
 
     procedures! {

@@ -61,24 +61,7 @@ fn mountshare_files(scratch: &Path) -> Vec<ExtraFile> {
     } else {
         PathBuf::from(BIN)
     };
-    let mut files = vec![ExtraFile::Host {
-        host,
-        guest: "/usr/bin/mountshare".into(),
-    }];
-    let out = Command::new("ldd").arg(BIN).output().expect("run ldd");
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let path = match line.split_once("=>") {
-            Some((_, rest)) => rest.split_whitespace().next(),
-            None => line.split_whitespace().next(),
-        };
-        if let Some(path) = path.filter(|p| p.starts_with('/')) {
-            files.push(ExtraFile::Host {
-                host: PathBuf::from(path),
-                guest: path.to_string(),
-            });
-        }
-    }
-    files
+    vm::binary_with_libraries(&host, "/usr/bin/mountshare").expect("the mountshare binary")
 }
 
 /// The guest's part. `expect` is "COUNT MD5" of the export root's names, as the consumer's

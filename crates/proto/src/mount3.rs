@@ -177,21 +177,7 @@ xdr_struct!(MountBody {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountList(pub Vec<MountBody>);
 
-impl XdrEncode for MountList {
-    fn encode(&self, out: &mut BytesMut) {
-        put_linked_list(out, &self.0, |o, m| m.encode(o));
-    }
-}
-
-impl XdrDecode for MountList {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        Ok(Self(r.get_linked_list(
-            "mountlist",
-            MAX_MOUNT_LIST,
-            MountBody::decode,
-        )?))
-    }
-}
+xdr_struct!(MountList(linked_list("mountlist", MAX_MOUNT_LIST)));
 
 /// One element of an EXPORT reply; `ex_groups` is the `groups` list of names.
 ///
@@ -236,21 +222,7 @@ impl XdrDecode for ExportNode {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exports(pub Vec<ExportNode>);
 
-impl XdrEncode for Exports {
-    fn encode(&self, out: &mut BytesMut) {
-        put_linked_list(out, &self.0, |o, e| e.encode(o));
-    }
-}
-
-impl XdrDecode for Exports {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        Ok(Self(r.get_linked_list(
-            "exports",
-            MAX_MOUNT_LIST,
-            ExportNode::decode,
-        )?))
-    }
-}
+xdr_struct!(Exports(linked_list("exports", MAX_MOUNT_LIST)));
 
 #[cfg(test)]
 mod tests {

@@ -5,9 +5,7 @@
 
 use bytes::{BufMut, BytesMut};
 
-use crate::xdr::{
-    opaque_var_len, put_linked_list, put_opaque_var, XdrDecode, XdrEncode, XdrError, XdrReader,
-};
+use crate::xdr::{opaque_var_len, put_opaque_var, XdrDecode, XdrEncode, XdrError, XdrReader};
 use crate::{xdr_enum, xdr_struct};
 
 /// `const NFS_PROGRAM = 100003;`
@@ -1315,21 +1313,10 @@ pub struct DirList3 {
     pub eof: bool,
 }
 
-impl XdrEncode for DirList3 {
-    fn encode(&self, out: &mut BytesMut) {
-        put_linked_list(out, &self.entries, |o, e| e.encode(o));
-        self.eof.encode(out);
-    }
-}
-
-impl XdrDecode for DirList3 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        Ok(Self {
-            entries: r.get_linked_list("entry3 list", MAX_DIR_ENTRIES, Entry3::decode)?,
-            eof: r.get_bool()?,
-        })
-    }
-}
+xdr_struct!(DirList3 {
+    entries: linked_list("entry3 list", MAX_DIR_ENTRIES),
+    eof
+});
 
 /// ```text
 /// struct READDIR3resok {
@@ -1464,21 +1451,10 @@ pub struct DirListPlus3 {
     pub eof: bool,
 }
 
-impl XdrEncode for DirListPlus3 {
-    fn encode(&self, out: &mut BytesMut) {
-        put_linked_list(out, &self.entries, |o, e| e.encode(o));
-        self.eof.encode(out);
-    }
-}
-
-impl XdrDecode for DirListPlus3 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        Ok(Self {
-            entries: r.get_linked_list("entryplus3 list", MAX_DIR_ENTRIES, EntryPlus3::decode)?,
-            eof: r.get_bool()?,
-        })
-    }
-}
+xdr_struct!(DirListPlus3 {
+    entries: linked_list("entryplus3 list", MAX_DIR_ENTRIES),
+    eof
+});
 
 /// ```text
 /// struct READDIRPLUS3resok {

@@ -1,9 +1,6 @@
 //! PORTMAP version 2 (RFC 1833 section 3): how a client finds the port of the NFS and MOUNT
 //! programs.
 
-use bytes::BytesMut;
-
-use crate::xdr::{put_linked_list, XdrDecode, XdrEncode, XdrError, XdrReader};
 use crate::xdr_struct;
 
 /// `program PMAP_PROG { version PMAP_VERS { ... } = 2; } = 100000;`
@@ -76,21 +73,7 @@ xdr_struct!(Mapping {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PmapList(pub Vec<Mapping>);
 
-impl XdrEncode for PmapList {
-    fn encode(&self, out: &mut BytesMut) {
-        put_linked_list(out, &self.0, |o, m| m.encode(o));
-    }
-}
-
-impl XdrDecode for PmapList {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        Ok(Self(r.get_linked_list(
-            "pmaplist",
-            MAX_PMAP_LIST,
-            Mapping::decode,
-        )?))
-    }
-}
+xdr_struct!(PmapList(linked_list("pmaplist", MAX_PMAP_LIST)));
 
 /// ```text
 /// struct call_args {

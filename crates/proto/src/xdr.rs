@@ -256,52 +256,28 @@ impl XdrDecode for () {
     }
 }
 
-impl XdrEncode for u32 {
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u32(*self);
-    }
+/// XDR's integers (RFC 4506 sections 4.1 to 4.5): four or eight bytes, big-endian.
+macro_rules! xdr_integer {
+    ($($t:ty: $put:ident, $get:ident;)*) => {$(
+        impl XdrEncode for $t {
+            fn encode(&self, out: &mut BytesMut) {
+                out.$put(*self);
+            }
+        }
+
+        impl XdrDecode for $t {
+            fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
+                r.$get()
+            }
+        }
+    )*};
 }
 
-impl XdrDecode for u32 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        r.get_u32()
-    }
-}
-
-impl XdrEncode for i32 {
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i32(*self);
-    }
-}
-
-impl XdrDecode for i32 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        r.get_i32()
-    }
-}
-
-impl XdrEncode for u64 {
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_u64(*self);
-    }
-}
-
-impl XdrDecode for u64 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        r.get_u64()
-    }
-}
-
-impl XdrEncode for i64 {
-    fn encode(&self, out: &mut BytesMut) {
-        out.put_i64(*self);
-    }
-}
-
-impl XdrDecode for i64 {
-    fn decode(r: &mut XdrReader<'_>) -> Result<Self, XdrError> {
-        r.get_i64()
-    }
+xdr_integer! {
+    u32: put_u32, get_u32;
+    i32: put_i32, get_i32;
+    u64: put_u64, get_u64;
+    i64: put_i64, get_i64;
 }
 
 impl XdrEncode for bool {
@@ -356,9 +332,11 @@ impl<const N: usize> XdrDecode for [u8; N] {
 
 /// Implements [`XdrEncode`] and [`XdrDecode`] for a struct whose fields are encoded in
 /// declaration order. A field written `name: opaque("what", MAX)` is a variable-length opaque or
-/// string held in a `Vec<u8>` and capped at `MAX` when decoding; other fields use their own
-/// trait implementations. `xdr_struct!(Name(newtype))` forwards to the single field of a
-/// tuple struct.
+/// string held in a `Vec<u8>` and capped at `MAX` when decoding; `name: linked_list("what",
+/// MAX)` is a `Vec` sent as a linked list (`T *next`: TRUE before every element, FALSE at the
+/// end) of at most `MAX` elements when decoding; other fields use their own trait
+/// implementations. `xdr_struct!(Name(newtype))` forwards to the single field of a tuple
+/// struct, and `xdr_struct!(Name(linked_list("what", MAX)))` makes that field such a list.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! xdr_struct {
@@ -373,6 +351,20 @@ macro_rules! xdr_struct {
                 r: &mut $crate::xdr::XdrReader<'_>,
             ) -> ::core::result::Result<Self, $crate::xdr::XdrError> {
                 Ok(Self($crate::xdr::XdrDecode::decode(r)?))
+            }
+        }
+    };
+    ($name:ident($kind:ident($what:literal, $max:expr))) => {
+        impl $crate::xdr::XdrEncode for $name {
+            fn encode(&self, out: &mut ::bytes::BytesMut) {
+                $crate::xdr_struct!(@enc self.0, out, $kind);
+            }
+        }
+        impl $crate::xdr::XdrDecode for $name {
+            fn decode(
+                r: &mut $crate::xdr::XdrReader<'_>,
+            ) -> ::core::result::Result<Self, $crate::xdr::XdrError> {
+                Ok(Self($crate::xdr_struct!(@dec r, $kind, $what, $max)))
             }
         }
     };
@@ -394,8 +386,14 @@ macro_rules! xdr_struct {
     };
     (@enc $v:expr, $out:ident) => { $crate::xdr::XdrEncode::encode(&$v, $out) };
     (@enc $v:expr, $out:ident, opaque) => { $crate::xdr::put_opaque_var($out, &$v) };
+    (@enc $v:expr, $out:ident, linked_list) => {
+        $crate::xdr::put_linked_list($out, &$v, |o, e| $crate::xdr::XdrEncode::encode(e, o))
+    };
     (@dec $r:ident) => { $crate::xdr::XdrDecode::decode($r)? };
     (@dec $r:ident, opaque, $what:literal, $max:expr) => { $r.get_opaque_var($what, $max)?.to_vec() };
+    (@dec $r:ident, linked_list, $what:literal, $max:expr) => {
+        $r.get_linked_list($what, $max, $crate::xdr::XdrDecode::decode)?
+    };
 }
 
 /// Defines a C-like XDR enum: unknown values decode as [`XdrError::InvalidDiscriminant`].

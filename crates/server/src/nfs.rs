@@ -426,6 +426,30 @@ impl Handler<'_> {
         )
     }
 
+    /// The entries of a READDIR or READDIRPLUS reply: as many of `listing` as fit in `count`
+    /// bytes (at most [`MAX_DIR_REPLY`]) beside `dir_attributes`, and whether that was all of
+    /// them (`eof`). `None` when not even the first fits: NFS3ERR_TOOSMALL. `listing` is taken
+    /// lazily, so no entry is built past the first that does not fit.
+    fn fill_reply<E>(
+        dir_attributes: &PostOpAttr,
+        count: u32,
+        listing: impl Iterator<Item = E>,
+        encoded_len: impl Fn(&E) -> usize,
+    ) -> Option<(Vec<E>, bool)> {
+        let limit = count.min(MAX_DIR_REPLY) as usize;
+        let mut size = readdir3_resok_base_len(dir_attributes);
+        let mut entries = Vec::new();
+        for entry in listing {
+            let len = encoded_len(&entry);
+            if size + len > limit {
+                return (!entries.is_empty()).then_some((entries, false));
+            }
+            size += len;
+            entries.push(entry);
+        }
+        Some((entries, true))
+    }
+
     fn readdir(&self, a: ReadDir3Args) -> ReadDir3Res {
         let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf) {
             Ok(v) => v,
@@ -434,26 +458,17 @@ impl Handler<'_> {
             }
         };
         let dir_attributes = self.post_op(&dir, &attr);
-        let limit = a.count.min(MAX_DIR_REPLY) as usize;
-        let mut size = readdir3_resok_base_len(&dir_attributes);
-        let mut entries = Vec::new();
-        let mut eof = true;
-        for (cookie, name, path) in Self::entries_after(&dir, &snap, a.cookie) {
-            let len = entry3_encoded_len(name.len());
-            if size + len > limit {
-                eof = false;
-                break;
-            }
-            size += len;
-            entries.push(Entry3 {
+        let listing =
+            Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path)| Entry3 {
                 fileid: path_hash(&path),
                 name: name.to_vec(),
                 cookie,
             });
-        }
-        if entries.is_empty() && !eof {
+        let Some((entries, eof)) =
+            Self::fill_reply(&dir_attributes, a.count, listing, Entry3::encoded_len)
+        else {
             return ReadDir3Res::Fail(NfsStat3::TooSmall, ReadDir3ResFail { dir_attributes });
-        }
+        };
         ReadDir3Res::Ok(ReadDir3ResOk {
             dir_attributes,
             cookieverf: COOKIE_VERIFIER,
@@ -472,11 +487,7 @@ impl Handler<'_> {
         // Only maxcount bounds the reply. dircount is a hint (RFC 1813 3.3.17) and the Linux
         // client sends maxcount/8 for it; honouring it would cut every reply to a fraction of
         // what the client can take. The Linux server ignores it too.
-        let limit = a.maxcount.min(MAX_DIR_REPLY) as usize;
-        let mut size = readdir3_resok_base_len(&dir_attributes);
-        let mut entries = Vec::new();
-        let mut eof = true;
-        for (cookie, name, path) in Self::entries_after(&dir, &snap, a.cookie) {
+        let listing = Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path)| {
             // An entry that vanished since the snapshot is still listed, without attributes:
             // the client's LOOKUP will then get NOENT. Cookies stay consistent either way.
             let (name_attributes, name_handle) = match self.export.stat(&path) {
@@ -490,26 +501,25 @@ impl Handler<'_> {
                 ),
                 Err(_) => (PostOpAttr(None), PostOpFh3(None)),
             };
-            let len = entryplus3_encoded_len(name.len(), &name_attributes, &name_handle);
-            if size + len > limit {
-                eof = false;
-                break;
-            }
-            size += len;
-            entries.push(EntryPlus3 {
+            EntryPlus3 {
                 fileid: path_hash(&path),
                 name: name.to_vec(),
                 cookie,
                 name_attributes,
                 name_handle,
-            });
-        }
-        if entries.is_empty() && !eof {
+            }
+        });
+        let Some((entries, eof)) = Self::fill_reply(
+            &dir_attributes,
+            a.maxcount,
+            listing,
+            EntryPlus3::encoded_len,
+        ) else {
             return ReadDirPlus3Res::Fail(
                 NfsStat3::TooSmall,
                 ReadDirPlus3ResFail { dir_attributes },
             );
-        }
+        };
         ReadDirPlus3Res::Ok(ReadDirPlus3ResOk {
             dir_attributes,
             cookieverf: COOKIE_VERIFIER,

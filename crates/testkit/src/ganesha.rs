@@ -7,6 +7,7 @@
 //! that supports `name_to_handle_at(2)` (ext4, xfs and btrfs do; older tmpfs does not).
 
 use crate::error::{Error, IoContext, Result};
+use crate::host::{installed, read_log};
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -84,16 +85,10 @@ impl Ganesha {
                 "ganesha needs distinct NFS and MOUNT ports".into(),
             ));
         }
-        let binary = ["/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                Error::Missing(
-                    "ganesha.nfsd is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs)"
-                        .into(),
-                )
-            })?;
+        let binary = installed(
+            &["/usr/bin/ganesha.nfsd", "/usr/sbin/ganesha.nfsd"],
+            "ganesha.nfsd is not installed (apt-get install nfs-ganesha nfs-ganesha-vfs)",
+        )?;
         let export = fs::canonicalize(export).ctx(|| format!("resolve {}", export.display()))?;
         let guard = IN_PROCESS.lock().unwrap_or_else(|p| p.into_inner());
         let lock = fs::OpenOptions::new()
@@ -194,9 +189,7 @@ impl Ganesha {
 
     /// Ganesha's log so far.
     pub fn log(&self) -> String {
-        fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        read_log(&self.log)
     }
 
     fn log_tail(&self, n: usize) -> String {
@@ -250,13 +243,10 @@ fn ensure_rpcbind() -> Result<Option<Child>> {
     if TcpStream::connect_timeout(&addr, Duration::from_millis(500)).is_ok() {
         return Ok(None);
     }
-    let binary = ["/usr/sbin/rpcbind", "/sbin/rpcbind", "/usr/bin/rpcbind"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::Missing("rpcbind is not installed (apt-get install rpcbind)".into())
-        })?;
+    let binary = installed(
+        &["/usr/sbin/rpcbind", "/sbin/rpcbind", "/usr/bin/rpcbind"],
+        "rpcbind is not installed (apt-get install rpcbind)",
+    )?;
     let mut child = Command::new(&binary)
         .args(["-f", "-w"])
         .stdin(Stdio::null())

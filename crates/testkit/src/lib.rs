@@ -11,6 +11,7 @@ pub mod vm;
 
 mod cpio;
 mod error;
+mod host;
 
 pub use error::{Error, Result};
 pub use server::{free_port, free_ports, wait_for_port};

@@ -174,16 +174,7 @@ pub fn parse_ls(out: &[u8]) -> Result<Vec<LsEntry>> {
         if mode.len() != 10 {
             return Err(bad());
         }
-        let kind = match mode[0] {
-            b'-' => Kind::File,
-            b'd' => Kind::Dir,
-            b'l' => Kind::Symlink,
-            b'p' => Kind::Fifo,
-            b's' => Kind::Socket,
-            b'c' => Kind::CharDev,
-            b'b' => Kind::BlockDev,
-            _ => return Err(bad()),
-        };
+        let kind = Kind::from_letter(mode[0]).ok_or_else(bad)?;
         let mut perms = 0;
         for (i, &c) in mode[1..].iter().enumerate() {
             if c != b'-' {
@@ -304,5 +295,13 @@ lrwxrwxrwx  1     0     0            9 link\n";
         assert_eq!((e[1].uid, e[1].gid, e[1].perms), (1234, 5678, 0o777));
         assert_eq!(e[2].kind, Kind::Symlink);
         assert!(parse_ls(b"garbage\n").is_err());
+    }
+
+    #[test]
+    fn every_kind_parses_back_from_its_ls_letter() {
+        for kind in Kind::ALL {
+            let line = format!("{}rw-r--r--  1     0     0            0 x\n", kind.letter());
+            assert_eq!(parse_ls(line.as_bytes()).unwrap()[0].kind, kind);
+        }
     }
 }

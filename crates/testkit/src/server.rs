@@ -5,6 +5,7 @@
 //! the test panics.
 
 use crate::error::{Error, IoContext, Result};
+use crate::host::read_log;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -233,9 +234,7 @@ impl ServerProcess {
 
     /// Everything the server printed so far (all instances).
     pub fn log(&self) -> String {
-        fs::read(&self.log)
-            .map(|b| String::from_utf8_lossy(&b).into_owned())
-            .unwrap_or_default()
+        read_log(&self.log)
     }
 }
 

@@ -374,6 +374,17 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Every type.
+    pub const ALL: [Kind; 7] = [
+        Kind::File,
+        Kind::Dir,
+        Kind::Symlink,
+        Kind::Fifo,
+        Kind::Socket,
+        Kind::CharDev,
+        Kind::BlockDev,
+    ];
+
     /// The type from the `S_IFMT` bits of a mode.
     pub fn from_mode(mode: u32) -> Option<Kind> {
         Some(match mode & 0o170000 {
@@ -399,6 +410,13 @@ impl Kind {
             Kind::CharDev => 'c',
             Kind::BlockDev => 'b',
         }
+    }
+
+    /// The type whose [`letter`](Kind::letter) `ls -l` shows as `c`.
+    pub fn from_letter(c: u8) -> Option<Kind> {
+        Kind::ALL
+            .into_iter()
+            .find(|k| u32::from(k.letter()) == u32::from(c))
     }
 }
 

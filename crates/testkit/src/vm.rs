@@ -26,6 +26,7 @@
 
 use crate::cpio::Cpio;
 use crate::error::{Error, IoContext, Result};
+use crate::host::installed;
 use crate::tree::{parse_stat_listing, Listing};
 use std::collections::BTreeSet;
 use std::fs;
@@ -129,13 +130,10 @@ impl VmHost {
                 modules_dir.display()
             )));
         }
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .iter()
-            .map(PathBuf::from)
-            .find(|p| p.is_file())
-            .ok_or_else(|| {
-                Error::Missing("busybox is not installed (apt-get install busybox-static)".into())
-            })?;
+        let busybox = installed(
+            &["/bin/busybox", "/usr/bin/busybox"],
+            "busybox is not installed (apt-get install busybox-static)",
+        )?;
         let bytes = fs::read(&busybox).ctx(|| format!("read {}", busybox.display()))?;
         if bytes.windows(14).any(|w| w == b"/lib64/ld-linu") {
             return Err(Error::Missing(format!(
@@ -288,13 +286,10 @@ pub fn binary_with_libraries(host: &Path, guest: &str) -> Result<Vec<ExtraFile>>
 /// `/etc/netconfig`, `/etc/protocols` and `/etc/services`. Without the first two files
 /// `mount.nfs` fails with "Protocol not supported". It is installed as `/sbin/mount.nfs`.
 pub fn mount_nfs_files() -> Result<Vec<ExtraFile>> {
-    let helper = ["/sbin/mount.nfs", "/usr/sbin/mount.nfs"]
-        .iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            Error::Missing("mount.nfs is not installed (apt-get install nfs-common)".into())
-        })?;
+    let helper = installed(
+        &["/sbin/mount.nfs", "/usr/sbin/mount.nfs"],
+        "mount.nfs is not installed (apt-get install nfs-common)",
+    )?;
     let mut files = binary_with_libraries(&helper, "/sbin/mount.nfs")?;
     let netconfig = PathBuf::from("/etc/netconfig");
     if !netconfig.is_file() {

@@ -3,16 +3,22 @@
 
 use std::time::Duration;
 
-/// `N` (seconds), `Nms`, `Ns`, `Nm` or `Nh`, with an optional fraction (`1.5s`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let bad = || format!("{s:?}: expected a duration like 500ms, 10s or 2m");
+/// The leading number of `s` (digits and dots) and the unit after it, both trimmed:
+/// `" 1.5 GiB"` is `(1.5, "GiB")`. `None` when there is no number to parse.
+fn number_and_unit(s: &str) -> Option<(f64, &str)> {
     let t = s.trim();
     let split = t
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let secs = match unit.trim() {
+    Some((num.parse().ok()?, unit.trim()))
+}
+
+/// `N` (seconds), `Nms`, `Ns`, `Nm` or `Nh`, with an optional fraction (`1.5s`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?}: expected a duration like 500ms, 10s or 2m");
+    let (value, unit) = number_and_unit(s).ok_or_else(bad)?;
+    let secs = match unit {
         "" | "s" => value,
         "ms" => value / 1000.0,
         "m" | "min" => value * 60.0,
@@ -29,13 +35,8 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 /// `GB` (powers of 1000) suffix.
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let bad = || format!("{s:?}: expected a size like 4096, 64KiB, 1MiB or 1GiB");
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let value: f64 = num.parse().map_err(|_| bad())?;
-    let mult: f64 = match unit.trim() {
+    let (value, unit) = number_and_unit(s).ok_or_else(bad)?;
+    let mult: f64 = match unit {
         "" | "B" => 1.0,
         "k" | "K" | "KiB" | "kiB" => 1024.0,
         "M" | "MiB" => 1024.0 * 1024.0,
