@@ -18,7 +18,9 @@
 //! Everything here is blocking (it reads `/proc`), and nothing here waits: the caller decides
 //! when to look again.
 
-use crate::{Attr, Backend, DirEntryName, FsError, FsStats, LocalFs, ReadOutcome, RelPath};
+use crate::{
+    Attr, Backend, DirEntryName, FsError, FsStats, LocalFs, LocalFsOptions, ReadOutcome, RelPath,
+};
 use mountshare_mounts::mountinfo::MountTable;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
@@ -102,7 +104,12 @@ impl std::fmt::Display for Found {
 impl Found {
     /// Open the mount's root to serve it.
     pub fn open(&self) -> Result<LocalFs, OpenError> {
-        LocalFs::open(&self.open_path).map_err(|error| OpenError {
+        self.open_with(LocalFsOptions::default())
+    }
+
+    /// Open the mount's root to serve it, tuned by `options`.
+    pub fn open_with(&self, options: LocalFsOptions) -> Result<LocalFs, OpenError> {
+        LocalFs::with_options(&self.open_path, options).map_err(|error| OpenError {
             path: self.open_path.clone(),
             other_process: self.process.is_some(),
             error,
@@ -292,6 +299,8 @@ pub struct Follower {
     /// A mount was served since the start: DIR's own directory is what it covered.
     mounted_once: bool,
     backend: Arc<Swappable>,
+    /// How each mount found is opened.
+    options: LocalFsOptions,
 }
 
 impl Follower {
@@ -312,7 +321,14 @@ impl Follower {
             covered: Vec::new(),
             mounted_once: false,
             backend: Arc::default(),
+            options: LocalFsOptions::default(),
         }
+    }
+
+    /// Open every mount found with `options` (the open-file cache's bounds).
+    pub fn options(mut self, options: LocalFsOptions) -> Follower {
+        self.options = options;
+        self
     }
 
     /// The backend to hand to the server; it serves whatever the checks found.
@@ -332,7 +348,7 @@ impl Follower {
         }
         Ok(match now {
             Some(found) if self.covered.contains(&found.mount_id) => self.gone(),
-            Some(found) => match found.open() {
+            Some(found) => match found.open_with(self.options.clone()) {
                 Ok(fs) => {
                     self.backend.set(Some(fs));
                     self.covered = stack
@@ -378,7 +394,7 @@ impl Follower {
             fstype: "directory".into(),
             open_path: self.dir.clone(),
         };
-        Ok(match found.open() {
+        Ok(match found.open_with(self.options.clone()) {
             Ok(fs) => {
                 self.backend.set(Some(fs));
                 self.plain = true;

@@ -23,6 +23,8 @@ const RESOLVE: ResolveFlags = ResolveFlags::BENEATH
 pub struct LocalFsOptions {
     /// How many files READ keeps open.
     pub open_files: usize,
+    /// Bytes the open-file cache may hold (its paths, plus a fixed cost per entry).
+    pub open_file_bytes: usize,
     /// How long an open file is trusted before its path is checked again.
     pub revalidate_after: Duration,
 }
@@ -31,6 +33,7 @@ impl Default for LocalFsOptions {
     fn default() -> Self {
         LocalFsOptions {
             open_files: 256,
+            open_file_bytes: 1 << 20,
             revalidate_after: Duration::from_secs(2),
         }
     }
@@ -56,7 +59,11 @@ impl LocalFs {
         )?;
         Ok(LocalFs {
             root: fd,
-            open_files: OpenFileCache::new(options.open_files, options.revalidate_after),
+            open_files: OpenFileCache::new(
+                options.open_files,
+                options.open_file_bytes,
+                options.revalidate_after,
+            ),
         })
     }
 
@@ -265,6 +272,7 @@ mod tests {
             LocalFsOptions {
                 open_files: 4,
                 revalidate_after: Duration::ZERO,
+                ..LocalFsOptions::default()
             },
         )
         .unwrap();
@@ -288,6 +296,7 @@ mod tests {
             LocalFsOptions {
                 open_files: 3,
                 revalidate_after: Duration::from_secs(60),
+                ..LocalFsOptions::default()
             },
         )
         .unwrap();

@@ -3,6 +3,7 @@
 //! Reads use `pread` on a shared descriptor, so any number of concurrent READs of one file share
 //! one entry. An entry older than the revalidation interval is checked against the path again
 //! (device and inode), so a file replaced on the host is reopened rather than served stale.
+//! The cache is bounded in descriptors and in bytes (its paths, plus a fixed cost per entry).
 use crate::{Attr, RelPath};
 use std::collections::HashMap;
 use std::fs::File;
@@ -16,6 +17,15 @@ pub struct OpenFileCacheStats {
     pub opens: u64,
     pub evictions: u64,
     pub open_now: usize,
+    /// Bytes held now, as the bound counts them.
+    pub bytes: usize,
+}
+
+/// Bytes counted per entry besides its path: the entry, its map slot and the `Arc<File>`.
+const ENTRY_OVERHEAD: usize = 128;
+
+fn cost(path: &RelPath) -> usize {
+    path.as_bytes().len() + ENTRY_OVERHEAD
 }
 
 struct Entry {
@@ -29,13 +39,25 @@ struct Entry {
 pub(crate) struct OpenFileCache {
     inner: Mutex<Inner>,
     capacity: usize,
+    max_bytes: usize,
     revalidate_after: Duration,
 }
 
 struct Inner {
     map: HashMap<RelPath, Entry>,
+    bytes: usize,
     tick: u64,
     stats: OpenFileCacheStats,
+}
+
+impl Inner {
+    fn remove(&mut self, path: &RelPath) -> bool {
+        let gone = self.map.remove(path).is_some();
+        if gone {
+            self.bytes -= cost(path);
+        }
+        gone
+    }
 }
 
 /// The result of a lookup: a cached descriptor, or a miss with the stale entry (if any) dropped.
@@ -47,14 +69,17 @@ pub(crate) enum Cached {
 }
 
 impl OpenFileCache {
-    pub(crate) fn new(capacity: usize, revalidate_after: Duration) -> Self {
+    /// At most `capacity` descriptors and `max_bytes` bytes.
+    pub(crate) fn new(capacity: usize, max_bytes: usize, revalidate_after: Duration) -> Self {
         OpenFileCache {
             inner: Mutex::new(Inner {
                 map: HashMap::new(),
+                bytes: 0,
                 tick: 0,
                 stats: OpenFileCacheStats::default(),
             }),
             capacity: capacity.max(1),
+            max_bytes,
             revalidate_after,
         }
     }
@@ -92,8 +117,7 @@ impl OpenFileCache {
     }
 
     pub(crate) fn remove(&self, path: &RelPath) {
-        let mut inner = self.lock();
-        inner.map.remove(path);
+        self.lock().remove(path);
     }
 
     pub(crate) fn insert(&self, path: RelPath, file: Arc<File>, attr: &Attr) {
@@ -101,18 +125,27 @@ impl OpenFileCache {
         inner.tick += 1;
         let tick = inner.tick;
         inner.stats.opens += 1;
-        if !inner.map.contains_key(&path) && inner.map.len() >= self.capacity {
+        inner.remove(&path);
+        let add = cost(&path);
+        if add > self.max_bytes {
+            return; // A path longer than the whole bound: used once, not kept.
+        }
+        while !inner.map.is_empty()
+            && (inner.map.len() >= self.capacity || inner.bytes + add > self.max_bytes)
+        {
             // Evict the least recently used. O(n) over a small, bounded map; only on a miss.
-            if let Some(victim) = inner
+            let Some(victim) = inner
                 .map
                 .iter()
                 .min_by_key(|(_, e)| e.last_used)
                 .map(|(k, _)| k.clone())
-            {
-                inner.map.remove(&victim);
-                inner.stats.evictions += 1;
-            }
+            else {
+                break;
+            };
+            inner.remove(&victim);
+            inner.stats.evictions += 1;
         }
+        inner.bytes += add;
         inner.map.insert(
             path,
             Entry {
@@ -129,7 +162,43 @@ impl OpenFileCache {
         let inner = self.lock();
         OpenFileCacheStats {
             open_now: inner.map.len(),
+            bytes: inner.bytes,
             ..inner.stats
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attr() -> Attr {
+        let file = File::open("/").unwrap();
+        Attr::of_file(&file).unwrap()
+    }
+
+    #[test]
+    fn bounded_in_descriptors_and_in_bytes() {
+        let a = attr();
+        let file = Arc::new(File::open("/").unwrap());
+        let cache = OpenFileCache::new(4, 3 * (ENTRY_OVERHEAD + 2), Duration::from_secs(2));
+        for i in 0..10 {
+            let p = RelPath::parse(format!("f{i}").as_bytes()).unwrap();
+            cache.insert(p, file.clone(), &a);
+        }
+        let st = cache.stats();
+        assert_eq!(
+            st.open_now, 3,
+            "three short paths fit the bytes, under 4 descriptors"
+        );
+        assert!(st.bytes <= 3 * (ENTRY_OVERHEAD + 2));
+        let long = RelPath::parse("d/".repeat(300).as_bytes()).unwrap();
+        cache.insert(long.clone(), file.clone(), &a);
+        assert!(matches!(cache.get(&long), Cached::Miss), "too long to keep");
+        let p9 = RelPath::parse(b"f9").unwrap();
+        assert!(
+            matches!(cache.get(&p9), Cached::Fresh(_)),
+            "the newest is kept"
+        );
     }
 }

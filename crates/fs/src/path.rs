@@ -45,6 +45,18 @@ impl RelPath {
         Ok(p)
     }
 
+    /// The path whose [`RelPath::as_bytes`] are `bytes` (`a/b/c`, or empty for the root), in
+    /// one allocation: every component is validated, and anything else (a leading, trailing or
+    /// doubled `/`, `.`, `..`) is refused. For paths kept as bytes and turned back into paths.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, FsError> {
+        if !bytes.is_empty() {
+            for comp in bytes.split(|&b| b == b'/') {
+                validate_name(comp)?;
+            }
+        }
+        Ok(RelPath(Arc::from(bytes)))
+    }
+
     pub fn is_root(&self) -> bool {
         self.0.is_empty()
     }
@@ -137,6 +149,20 @@ mod tests {
         assert!(RelPath::parse(b"a/../../etc").is_err());
         assert_eq!(RelPath::parse(b"//a/./b/").unwrap().as_bytes(), b"a/b");
         assert!(RelPath::parse(b"/").unwrap().is_root());
+    }
+
+    #[test]
+    fn from_bytes_takes_only_what_as_bytes_gives() {
+        let p = RelPath::parse(b"a/b c/d").unwrap();
+        assert_eq!(RelPath::from_bytes(p.as_bytes()), Ok(p));
+        assert!(RelPath::from_bytes(b"").unwrap().is_root());
+        for bad in [&b"/a"[..], b"a/", b"a//b", b"a/./b", b"a/../b", b"a\0b"] {
+            assert!(
+                RelPath::from_bytes(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
