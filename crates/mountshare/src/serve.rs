@@ -10,7 +10,8 @@
 use crate::supervise::{exit_code, Child, Event, Signals};
 use anyhow::{bail, Context};
 use mountshare_fs::follow::{Accept, Change, Follower, Selector, Source};
-use mountshare_server::{Server, ServerConfig};
+use mountshare_fs::LocalFsOptions;
+use mountshare_server::{CacheLimits, Server, ServerConfig};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Component, PathBuf};
@@ -86,6 +87,42 @@ pub struct ServeArgs {
     #[arg(long, conflicts_with_all = ["run", "from_process"])]
     pub require_mount: bool,
 
+    /// Serve /livez, /readyz and /metrics over HTTP on this address (e.g. 0.0.0.0:9103; the
+    /// agent's default is 9102). /readyz answers 200 while the NFS listener is up and the
+    /// export root answered a stat within --ready-timeout. Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen_health: Option<SocketAddr>,
+
+    /// How long a stat of the export root (probed every 2 s) may take before /readyz answers
+    /// 503.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_timeout)]
+    pub ready_timeout: Duration,
+
+    /// Memory for handles handed out (so they resolve without a walk of the tree).
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    pub handle_cache: usize,
+
+    /// Memory for directory listings (READDIR, READDIRPLUS and handle walks); a listing larger
+    /// than this is read again for each call instead of kept.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    pub dir_cache: usize,
+
+    /// Memory for free READ buffers kept for reuse.
+    #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
+    pub read_buffer_pool: usize,
+
+    /// Free zero-copy pipes kept for reuse, by capacity (1 MiB each; kernel memory).
+    #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_bytes)]
+    pub pipe_pool: usize,
+
+    /// Files kept open for READ.
+    #[arg(long, value_name = "N", default_value_t = 256)]
+    pub open_files: usize,
+
+    /// Memory for the open-file cache (its paths, plus a fixed cost per file).
+    #[arg(long, value_name = "SIZE", default_value = "1MiB", value_parser = parse_bytes)]
+    pub open_file_cache: usize,
+
     /// The command `--run` starts, with its arguments.
     #[arg(last = true, value_name = "COMMAND", requires = "run")]
     pub command: Vec<OsString>,
@@ -103,7 +140,29 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
     if args.portmap {
         config.portmap_listen = Some(SocketAddr::new(args.listen.ip(), 111));
     }
+    config.health.listen = args.listen_health;
+    config.health.probe_timeout = args.ready_timeout;
+    config.caches = CacheLimits {
+        handles: args.handle_cache,
+        directories: args.dir_cache,
+        read_buffers: args.read_buffer_pool,
+        pipes: args.pipe_pool,
+    };
     config
+}
+
+/// How the exported tree is opened: the open-file cache's bounds.
+fn fs_options(args: &ServeArgs) -> LocalFsOptions {
+    LocalFsOptions {
+        open_files: args.open_files.max(1),
+        open_file_bytes: args.open_file_cache,
+        ..LocalFsOptions::default()
+    }
+}
+
+fn parse_bytes(text: &str) -> Result<usize, String> {
+    let n = mountshare_units::parse_size(text)?;
+    usize::try_from(n).map_err(|_| format!("{text}: too large"))
 }
 
 /// The async runtime, with a blocking thread for every call that may be in flight.
@@ -162,7 +221,8 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
-        let mut follower = Follower::with(source.clone(), dir.clone(), accept);
+        let mut follower =
+            Follower::with(source.clone(), dir.clone(), accept).options(fs_options(&args));
         let mut first = served(follower.check()?)?;
         if fuse_only {
             // A FUSE daemon of ours (or of a sidecar's neighbour) is on its way: wait for it
@@ -184,6 +244,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         let server = Server::bind(config, follower.backend()).await?;
         tracing::info!(dir = %dir.display(), serving = first.as_deref().unwrap_or("nothing yet"), addr = %server.local_addr(), "export ready");
+        if let Some(health) = server.health_addr() {
+            tracing::info!(addr = %health, "serving /livez, /readyz and /metrics");
+        }
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let serving = tokio::spawn(server.run(async move {
             let _ = stop_rx.await;

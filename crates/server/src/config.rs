@@ -62,6 +62,10 @@ pub struct ServerConfig {
     pub backend_timeout: Duration,
     /// Names the export root must hold; a listing of a root lacking one is answered JUKEBOX.
     pub expect: Vec<Vec<u8>>,
+    /// `/livez`, `/readyz` and `/metrics`, and the probe of the export root behind `/readyz`.
+    pub health: HealthConfig,
+    /// The byte bounds of the caches.
+    pub caches: CacheLimits,
 }
 
 /// The default backend timeout. Shorter than any sane client timeout (`timeo`, 10 s in the
@@ -79,6 +83,54 @@ impl ServerConfig {
             limits: Limits::default(),
             backend_timeout: DEFAULT_BACKEND_TIMEOUT,
             expect: Vec::new(),
+            health: HealthConfig::default(),
+            caches: CacheLimits::default(),
+        }
+    }
+}
+
+/// The health endpoints and what `/readyz` is decided from.
+#[derive(Debug, Clone)]
+pub struct HealthConfig {
+    /// Where `/livez`, `/readyz` and `/metrics` are served (HTTP); `None`: not served.
+    pub listen: Option<SocketAddr>,
+    /// Time between stats of the export root.
+    pub probe_interval: Duration,
+    /// How long a stat of the export root may take before the server is not ready.
+    pub probe_timeout: Duration,
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        HealthConfig {
+            listen: None,
+            probe_interval: Duration::from_secs(2),
+            probe_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// How many bytes each cache may hold (docs/CONFIGURATION.md has what each is for). A cache
+/// counts its entries' heap bytes, plus a fixed overhead per entry for the maps that hold them.
+#[derive(Debug, Clone)]
+pub struct CacheLimits {
+    /// Handles handed out, mapped to their paths, so that they resolve without a walk.
+    pub handles: usize,
+    /// Directory listings (snapshots) for READDIR, READDIRPLUS and handle walks.
+    pub directories: usize,
+    /// Free READ buffers kept for reuse (a READ in progress always gets one).
+    pub read_buffers: usize,
+    /// Free zero-copy pipes kept for reuse (kernel memory: each pins up to 1 MiB of page cache).
+    pub pipes: usize,
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            handles: 16 << 20,
+            directories: 16 << 20,
+            read_buffers: 16 << 20,
+            pipes: 32 << 20,
         }
     }
 }

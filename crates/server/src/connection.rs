@@ -133,8 +133,10 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
         None => None,
         Some(key) => match conn.stalls.join(key) {
             Join::Lead(lead) => Some(lead),
-            Join::Ready(shared) => return send(&conn, Framed::shared(peek.xid, &shared)).await,
-            Join::Refuse => return late(&conn, peek.xid, procedure).await,
+            Join::Ready(shared) => {
+                return joined(&conn, peek.xid, procedure, &shared, arrived).await
+            }
+            Join::Refuse => return late(&conn, peek.xid, procedure, arrived).await,
             Join::Wait(mut rx) => {
                 let wait = async {
                     rx.wait_for(|r| r.is_some())
@@ -144,8 +146,8 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
                 };
                 let shared = tokio::time::timeout_at(deadline, wait).await.ok().flatten();
                 return match shared {
-                    Some(shared) => send(&conn, Framed::shared(peek.xid, &shared)).await,
-                    None => late(&conn, peek.xid, procedure).await,
+                    Some(shared) => joined(&conn, peek.xid, procedure, &shared, arrived).await,
+                    None => late(&conn, peek.xid, procedure, arrived).await,
                 };
             }
         },
@@ -158,7 +160,7 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
     let permits = match &lead {
         Some(_) => match tokio::time::timeout_at(deadline, acquire(local, global)).await {
             Ok(p) => p,
-            Err(_) => return late(&conn, peek.xid, procedure).await,
+            Err(_) => return late(&conn, peek.xid, procedure, arrived).await,
         },
         None => acquire(local, global).await,
     };
@@ -170,6 +172,7 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
     let ctx = CallCtx {
         peer: conn.peer,
         zero_copy,
+        arrived,
     };
     let timer = lead.as_ref().map(Leader::deadline);
     let worker = conn.clone();
@@ -185,7 +188,7 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
                 // The backend call goes on, on its thread, holding no permit; its result is
                 // kept for the client's retry.
                 drop(permits);
-                late(&conn, peek.xid, procedure).await;
+                late(&conn, peek.xid, procedure, arrived).await;
             } else {
                 let _ = work.await;
             }
@@ -194,9 +197,29 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
 }
 
 /// Answer JUKEBOX: the backend did not answer in time.
-async fn late(conn: &Arc<Conn>, xid: u32, procedure: Option<u32>) {
+async fn late(conn: &Arc<Conn>, xid: u32, procedure: Option<u32>, arrived: Instant) {
     let Some(procedure) = procedure else { return };
-    send(conn, dispatch::backend_late(xid, procedure)).await;
+    send(
+        conn,
+        dispatch::backend_late(&conn.export, xid, procedure, arrived),
+    )
+    .await;
+}
+
+/// Answer with the result of the equal call this one joined.
+async fn joined(
+    conn: &Arc<Conn>,
+    xid: u32,
+    procedure: Option<u32>,
+    shared: &[u8],
+    arrived: Instant,
+) {
+    let Some(procedure) = procedure else { return };
+    send(
+        conn,
+        dispatch::joined(&conn.export, xid, procedure, shared, arrived),
+    )
+    .await;
 }
 
 /// Write a reply that was not made on a blocking thread (a JUKEBOX, a joined call's result).
@@ -323,6 +346,7 @@ pub(crate) async fn serve_udp(
         let ctx = CallCtx {
             peer,
             zero_copy: false,
+            arrived: Instant::now(),
         };
         if let Some(reply) = dispatch::dispatch_udp_portmap(&export, &ctx, &buf[..n]) {
             let _ = sock.send_to(&reply.to_vec(), peer).await;

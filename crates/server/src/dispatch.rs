@@ -5,6 +5,7 @@
 use crate::auth::Creds;
 use crate::error;
 use crate::export::Export;
+use crate::metrics::Slot;
 use crate::reply::{Framed, Reply};
 use crate::stall::CallKey;
 use crate::{mount, nfs, portmap};
@@ -14,6 +15,7 @@ use mountshare_proto::nfs3::{proc3, NFS3_FHSIZE, NFS_PROGRAM, NFS_V3};
 use mountshare_proto::portmap::{PMAP_PROGRAM, PMAP_V2};
 use mountshare_proto::rpc::{decode_call, AcceptStat, AuthStat, RejectStat, ReplyBody};
 use std::net::SocketAddr;
+use std::time::Instant;
 
 /// What the dispatcher knows of where a call came from.
 #[derive(Debug, Clone, Copy)]
@@ -24,6 +26,8 @@ pub(crate) struct CallCtx {
     /// in flight, and loses by about a fifth when several 1 MiB READs are queued behind each
     /// other, so the connection asks for it only when this call is alone.
     pub zero_copy: bool,
+    /// When the call's record was read: its latency is counted from here.
+    pub arrived: Instant,
 }
 
 /// Handle one record received over TCP; returns the framed reply, if one is due.
@@ -84,11 +88,42 @@ pub(crate) fn peek(record: &Bytes) -> Peek {
     }
 }
 
-/// The reply to NFS call `xid` of `procedure` when the backend did not answer in time.
-pub(crate) fn backend_late(xid: u32, procedure: u32) -> Framed {
+/// The reply to NFS call `xid` of `procedure` (arrived at `arrived`) when the backend did not
+/// answer in time.
+pub(crate) fn backend_late(export: &Export, xid: u32, procedure: u32, arrived: Instant) -> Framed {
     let mut reply = Reply::new(xid, true);
     nfs::failed(procedure, error::backend_late(), &mut reply);
-    reply.finish()
+    counted(
+        export,
+        Slot::of(NFS_PROGRAM, NFS_V3, procedure),
+        arrived,
+        reply.finish(),
+        true,
+    )
+}
+
+/// The reply to NFS call `xid` of `procedure` (arrived at `arrived`) that joined an equal call:
+/// that call's `shared` result (from [`Framed::share`]) under this call's xid.
+pub(crate) fn joined(
+    export: &Export,
+    xid: u32,
+    procedure: u32,
+    shared: &[u8],
+    arrived: Instant,
+) -> Framed {
+    let slot = Slot::of(NFS_PROGRAM, NFS_V3, procedure);
+    export.metrics().answered(slot, shared, arrived);
+    Framed::shared(xid, shared)
+}
+
+/// Count `reply` (to a call of `slot`) as answered, and hand it on: the one place a reply to a
+/// call is counted, by the status it carries.
+fn counted(export: &Export, slot: Slot, arrived: Instant, reply: Framed, framed: bool) -> Framed {
+    // The reply after its xid (and its record mark, over TCP).
+    let skip = if framed { 8 } else { 4 };
+    let body = reply.head.get(skip..).unwrap_or_default();
+    export.metrics().answered(slot, body, arrived);
+    reply
 }
 
 /// A SYSTEM_ERR reply to `record`, for when its handler failed.
@@ -122,15 +157,23 @@ fn dispatch_inner(
             let (xid, body) = e.reply()?;
             let mut reply = Reply::new(xid, framed);
             reply.fail(body);
-            return Some(reply.finish());
+            return Some(counted(
+                export,
+                Slot::UNKNOWN,
+                ctx.arrived,
+                reply.finish(),
+                framed,
+            ));
         }
     };
     let args = record.get(args_at..).unwrap_or_default();
+    let slot = Slot::of(call.prog, call.vers, call.procedure);
     let mut reply = Reply::new(call.xid, framed);
     let Some(creds) = Creds::from_auth(&call.cred) else {
         reply.fail(ReplyBody::Denied(RejectStat::AuthError(AuthStat::TooWeak)));
-        return Some(reply.finish());
+        return Some(counted(export, slot, ctx.arrived, reply.finish(), framed));
     };
+    let _working = export.metrics().working();
     let outcome = match call.prog {
         PMAP_PROGRAM if call.vers == PMAP_V2 => {
             portmap::call(export, call.procedure, args, &mut reply)
@@ -167,5 +210,5 @@ fn dispatch_inner(
         tracing::debug!(peer = %ctx.peer, prog = call.prog, vers = call.vers, procedure = call.procedure, ?stat, "call not accepted");
         reply.fail(ReplyBody::Accepted(stat));
     }
-    Some(reply.finish())
+    Some(counted(export, slot, ctx.arrived, reply.finish(), framed))
 }

@@ -1,10 +1,11 @@
 //! The state of one export: the backend, and the caches that make handles and listings cheap.
 //! None of it must survive a restart: every cache can be rebuilt from the tree.
 use crate::buffers::BufferPool;
-use crate::config::MAX_READ;
+use crate::config::{CacheLimits, MAX_READ};
 use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
 use crate::error::Unresolved;
 use crate::handle::FileHandle;
+use crate::metrics::{CacheUsage, Metrics};
 use crate::resolve::{self, HandleCache};
 use crate::splice::PipePool;
 use mountshare_fs::{Attr, Backend, FsError, RelPath};
@@ -31,6 +32,7 @@ pub(crate) struct Export {
     mounts: Mutex<Vec<(String, String)>>,
     /// Names the export root must hold for a listing of it to be answered (`--expect`).
     expected: Vec<Vec<u8>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Export {
@@ -39,20 +41,31 @@ impl Export {
         fsid: u64,
         port: u16,
         portmap_port: Option<u16>,
+        caches: &CacheLimits,
     ) -> Export {
         Export {
             backend,
-            dirs: DirCache::new(DirCacheLimits::default()),
-            handles: HandleCache::new(1 << 18),
-            read_buffers: BufferPool::new(64),
-            // 32 pipes of 1 MiB stay within the default per-user pipe limit (64 MiB).
-            pipes: Arc::new(PipePool::new(32, MAX_READ as usize)),
+            dirs: DirCache::new(DirCacheLimits {
+                max_bytes: caches.directories,
+                ..DirCacheLimits::default()
+            }),
+            handles: HandleCache::new(caches.handles),
+            read_buffers: BufferPool::new(caches.read_buffers),
+            // The default, 32 pipes of 1 MiB, stays within the default per-user pipe limit
+            // (64 MiB).
+            pipes: Arc::new(PipePool::new(caches.pipes, MAX_READ as usize)),
             fsid,
             port,
             portmap_port,
             mounts: Mutex::new(Vec::new()),
             expected: Vec::new(),
+            metrics: Arc::new(Metrics::default()),
         }
+    }
+
+    /// What the calls to this export are counted in.
+    pub(crate) fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
     }
 
     /// Listings of the root are refused unless it holds every one of `names`.
@@ -69,6 +82,31 @@ impl Export {
     /// The tree served.
     pub(crate) fn backend(&self) -> &dyn Backend {
         self.backend.as_ref()
+    }
+
+    /// The tree served, to hand to a thread that may outlive the call (the readiness probe).
+    pub(crate) fn backend_arc(&self) -> Arc<dyn Backend> {
+        self.backend.clone()
+    }
+
+    /// What each cache holds now, and its bound.
+    pub(crate) fn cache_usage(&self) -> Vec<CacheUsage> {
+        let usage = |name, (bytes, entries): (usize, usize), limit: usize| CacheUsage {
+            name,
+            bytes: bytes as u64,
+            entries: entries as u64,
+            limit_bytes: limit as u64,
+        };
+        vec![
+            usage("handles", self.handles.usage(), self.handles.max_bytes()),
+            usage("directories", self.dirs.usage(), self.dirs.max_bytes()),
+            usage(
+                "read_buffers",
+                self.read_buffers.usage(),
+                self.read_buffers.max_bytes(),
+            ),
+            usage("pipes", self.pipes.usage(), self.pipes.max_bytes()),
+        ]
     }
 
     /// The NFS fsid of every object of this export.
@@ -108,7 +146,13 @@ impl Export {
 
     /// The path a handle names, or why not.
     pub(crate) fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Unresolved> {
-        resolve::resolve(fh, self.backend.as_ref(), &self.dirs, &self.handles)
+        resolve::resolve(
+            fh,
+            self.backend.as_ref(),
+            &self.dirs,
+            &self.handles,
+            &self.metrics,
+        )
     }
 
     /// The handle of `path`, remembered so that it resolves without a walk.

@@ -12,8 +12,10 @@ mod dispatch;
 mod error;
 mod export;
 mod handle;
+mod metrics;
 mod mount;
 mod nfs;
+mod observe;
 mod portmap;
 mod reply;
 mod resolve;
@@ -21,8 +23,12 @@ mod server;
 mod splice;
 mod stall;
 
-pub use config::{Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID};
-pub use server::{Observer, Server, ServerError};
+pub use config::{
+    CacheLimits, HealthConfig, Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID,
+};
+pub use metrics::ConnectionCounts;
+pub use observe::Observer;
+pub use server::{Server, ServerError};
 pub use stall::StallStats;
 
 /// The file-handle format, for tests that forge handles as a hostile client could. Not an API.

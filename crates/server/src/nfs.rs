@@ -46,8 +46,16 @@ pub(crate) fn call(
             let a: Read3Args = decode_args(args)?;
             h.read(a, reply);
         }
-        proc3::READDIR => reply.results(&h.readdir(decode_args(args)?)),
-        proc3::READDIRPLUS => reply.results(&h.readdirplus(decode_args(args)?)),
+        proc3::READDIR => {
+            let a: ReadDir3Args = decode_args(args)?;
+            reply.reserve(export.read_buffers(), dir_reply_room(a.count));
+            reply.results(&h.readdir(a))
+        }
+        proc3::READDIRPLUS => {
+            let a: ReadDirPlus3Args = decode_args(args)?;
+            reply.reserve(export.read_buffers(), dir_reply_room(a.maxcount));
+            reply.results(&h.readdirplus(a))
+        }
         proc3::FSSTAT => reply.results(&h.fsstat(decode_args(args)?)),
         proc3::FSINFO => reply.results(&h.fsinfo(decode_args(args)?)),
         proc3::PATHCONF => reply.results(&h.pathconf(decode_args(args)?)),
@@ -99,6 +107,12 @@ pub(crate) fn call(
         _ => return Err(AcceptStat::ProcUnavail),
     }
     Ok(())
+}
+
+/// Room for a READDIR or READDIRPLUS reply the client allows `count` bytes: the results, and
+/// the RPC header and record mark before them.
+fn dir_reply_room(count: u32) -> usize {
+    count.min(MAX_DIR_REPLY) as usize + 256
 }
 
 /// Whether `procedure` may wait on the backend: such calls have a deadline, after which they
@@ -420,9 +434,8 @@ impl Handler<'_> {
         let from = snap.position_after(cookie);
         let dir = dir.clone();
         dot.into_iter().chain(dotdot).chain(
-            snap.entries[from..]
-                .iter()
-                .filter_map(move |(c, name)| Some((*c, name.as_slice(), dir.join(name).ok()?))),
+            snap.entries_from(from)
+                .filter_map(move |(c, name)| Some((c, name, dir.join(name).ok()?))),
         )
     }
 

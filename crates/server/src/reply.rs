@@ -98,12 +98,13 @@ impl Framed {
         }
     }
 
-    /// Give the READ buffer back to its pool, once written. (A pipe goes back to its own pool
-    /// when dropped.)
+    /// Give the READ buffer and a large reply buffer back to their pool, once written. (A pipe
+    /// goes back to its own pool when dropped.)
     pub(crate) fn recycle(self, buffers: &BufferPool) {
         if let Some(Tail::Buf(b)) = self.tail {
             buffers.give_back(b);
         }
+        buffers.give_back_reply(self.head);
     }
 }
 
@@ -135,6 +136,17 @@ impl Reply {
     /// The buffer results are written into, after [`Reply::success`].
     pub(crate) fn buf(&mut self) -> &mut BytesMut {
         &mut self.out
+    }
+
+    /// Make room for a reply of `size` bytes at once, in a buffer from `buffers` (given back by
+    /// [`Framed::recycle`]), instead of growing the buffer as results are written.
+    pub(crate) fn reserve(&mut self, buffers: &BufferPool, size: usize) {
+        if self.out.capacity() >= size {
+            return;
+        }
+        let mut big = buffers.take_reply(size);
+        big.extend_from_slice(&self.out);
+        self.out = big;
     }
 
     /// Send `data` after what was written (it must end an XDR opaque whose length was written).

@@ -6,61 +6,135 @@
 use crate::dircache::{DirCache, DirSnapshot};
 use crate::error::{self, Unresolved};
 use crate::handle::{component_hash, path_hash, FileHandle, MAX_GUIDED_DEPTH};
+use crate::metrics::{Metrics, SearchOutcome, WalkOutcome};
 use mountshare_fs::{Backend, RelPath};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// Most directory entries a search below the guided depth may visit before giving up.
 const MAX_SEARCH_ENTRIES: usize = 200_000;
+/// Longest a search below the guided depth may take before giving up (checked between
+/// directories and every few hundred entries; one listing that hangs is the backend timeout's
+/// business).
+const MAX_SEARCH_TIME: Duration = Duration::from_millis(100);
+/// Entries visited between two looks at the clock.
+const CLOCK_EVERY: usize = 256;
 
-/// A bounded map from path hash to path, of two generations: lookups hit either, inserts go to
-/// the young one, and when it is full the old one is dropped. Constant time, no unbounded growth.
+/// Bytes counted per handle-cache entry besides its path bytes: its map slot (hash, offset,
+/// length, control byte) and the map's spare capacity.
+const HANDLE_OVERHEAD: usize = 24;
+
+/// A map from path hash to path, bounded in bytes, of two generations: lookups hit either,
+/// inserts go to the young one, and when it holds half the bound the old one is emptied and
+/// becomes the young one. Constant time, no unbounded growth.
+///
+/// A generation keeps its paths' bytes in one buffer, not one allocation per path, and is
+/// emptied without giving its memory back: after the first turnovers the cache allocates
+/// nothing. (Hundreds of thousands of small allocations, freed a generation at a time by
+/// whichever threads ran the calls, left the allocator's per-thread arenas fragmented, and
+/// RSS grew with every walk of a large tree.)
 pub(crate) struct HandleCache {
-    capacity: usize,
-    inner: Mutex<(HashMap<u64, RelPath>, HashMap<u64, RelPath>)>,
+    max_bytes: usize,
+    inner: Mutex<[Generation; 2]>,
+}
+
+#[derive(Default)]
+struct Generation {
+    /// Path hash to the path's place in `paths`.
+    map: HashMap<u64, (u32, u32)>,
+    paths: Vec<u8>,
+}
+
+impl Generation {
+    fn bytes(&self) -> usize {
+        self.paths.len() + self.map.len() * HANDLE_OVERHEAD
+    }
+
+    fn path(&self, hash: u64) -> Option<&[u8]> {
+        let &(at, len) = self.map.get(&hash)?;
+        self.paths.get(at as usize..at as usize + len as usize)
+    }
+
+    fn insert(&mut self, hash: u64, path: &[u8]) {
+        if self.path(hash) == Some(path) {
+            return;
+        }
+        let (Ok(at), Ok(len)) = (u32::try_from(self.paths.len()), u32::try_from(path.len())) else {
+            return;
+        };
+        self.paths.extend_from_slice(path);
+        self.map.insert(hash, (at, len));
+    }
+
+    fn clear(&mut self) {
+        self.map.clear();
+        self.paths.clear();
+    }
 }
 
 impl HandleCache {
-    pub(crate) fn new(capacity: usize) -> Self {
+    /// A cache of at most `max_bytes` (counted as path bytes plus a fixed overhead per entry).
+    pub(crate) fn new(max_bytes: usize) -> Self {
         HandleCache {
-            capacity: capacity.max(2),
-            inner: Mutex::new((HashMap::new(), HashMap::new())),
+            max_bytes,
+            inner: Mutex::new(Default::default()),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, [Generation; 2]> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub(crate) fn insert(&self, path: &RelPath) {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if g.0.len() >= self.capacity / 2 {
-            g.1 = std::mem::take(&mut g.0);
+        let bytes = path.as_bytes();
+        let hash = path_hash(path);
+        let mut g = self.lock();
+        if g[0].path(hash) == Some(bytes) {
+            return;
         }
-        g.0.insert(path_hash(path), path.clone());
+        if g[0].bytes() + bytes.len() + HANDLE_OVERHEAD > self.max_bytes / 2 && !g[0].map.is_empty()
+        {
+            g.swap(0, 1);
+            g[0].clear();
+        }
+        g[0].insert(hash, bytes);
     }
 
     fn get(&self, fh: &FileHandle) -> Option<RelPath> {
-        let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(p) = g.0.get(&fh.path_hash) {
+        let g = self.lock();
+        if let Some(p) = g[0].path(fh.path_hash) {
             // The common case on every call: no write to the map.
-            return fh.matches(p).then(|| p.clone());
+            return RelPath::from_bytes(p).ok().filter(|p| fh.matches(p));
         }
         // Seen before the last turnover: promote it, so it survives the next one.
-        let path = g.1.remove(&fh.path_hash).filter(|p| fh.matches(p))?;
-        g.0.insert(fh.path_hash, path.clone());
+        let path = RelPath::from_bytes(g[1].path(fh.path_hash)?)
+            .ok()
+            .filter(|p| fh.matches(p))?;
+        drop(g);
+        self.insert(&path);
         Some(path)
     }
 
-    #[cfg(test)]
-    fn len(&self) -> usize {
-        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        g.0.len() + g.1.len()
+    /// Bytes and entries held now.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        let g = self.lock();
+        (g[0].bytes() + g[1].bytes(), g[0].map.len() + g[1].map.len())
+    }
+
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_bytes
     }
 }
 
-/// Find the path `fh` names: from the cache, or by a guided walk of the tree.
+/// Find the path `fh` names: from the cache, or by a guided walk of the tree (counted in
+/// `metrics`).
 pub(crate) fn resolve(
     fh: &FileHandle,
     backend: &dyn Backend,
     dirs: &DirCache,
     cache: &HandleCache,
+    metrics: &Metrics,
 ) -> Result<RelPath, Unresolved> {
     if fh.depth == 0 {
         return if fh.matches(&RelPath::root()) {
@@ -73,7 +147,13 @@ pub(crate) fn resolve(
         return Ok(p);
     }
     let mut failed = None;
-    let found = walk(fh, backend, dirs, &mut failed).ok_or(failed.unwrap_or(Unresolved::Stale))?;
+    let found = walk(fh, backend, dirs, &mut failed, metrics);
+    metrics.walked(match (&found, &failed) {
+        (Some(_), _) => WalkOutcome::Found,
+        (None, None) => WalkOutcome::NotFound,
+        (None, Some(_)) => WalkOutcome::Failed,
+    });
+    let found = found.ok_or(failed.unwrap_or(Unresolved::Stale))?;
     cache.insert(&found);
     tracing::debug!(path = %found, "resolved handle by walking the tree");
     Ok(found)
@@ -113,8 +193,7 @@ fn children(
     failed: &mut Option<Unresolved>,
 ) -> Vec<RelPath> {
     listing(backend, dirs, dir, failed).map_or_else(Vec::new, |snap| {
-        snap.entries
-            .iter()
+        snap.entries()
             .filter_map(|(_, name)| dir.join(name).ok())
             .collect()
     })
@@ -127,6 +206,7 @@ fn walk(
     backend: &dyn Backend,
     dirs: &DirCache,
     failed: &mut Option<Unresolved>,
+    metrics: &Metrics,
 ) -> Option<RelPath> {
     let depth = usize::from(fh.depth);
     let mut frontier = vec![RelPath::root()];
@@ -137,11 +217,7 @@ fn walk(
                 continue;
             };
             // Only the names whose hash matches become paths: a big directory costs no joins.
-            for (_, name) in snap
-                .entries
-                .iter()
-                .filter(|(_, n)| component_hash(n) == *want)
-            {
+            for (_, name) in snap.entries().filter(|(_, n)| component_hash(n) == *want) {
                 if let Ok(p) = dir.join(name) {
                     next.push(p);
                 }
@@ -156,24 +232,67 @@ fn walk(
         return frontier.into_iter().find(|p| fh.matches(p));
     }
     // Deeper than the handle's guide: search the subtrees below, bounded.
-    let mut budget = MAX_SEARCH_ENTRIES;
+    let began = Instant::now();
+    let mut visited = 0;
+    let (found, outcome) = search(
+        fh,
+        frontier,
+        backend,
+        dirs,
+        failed,
+        &mut visited,
+        began + MAX_SEARCH_TIME,
+    );
+    metrics.searched(outcome, visited as u64, began.elapsed());
+    if outcome == SearchOutcome::TimeLimit {
+        tracing::debug!(depth, visited, "gave up a handle search at its time limit");
+    }
+    found
+}
+
+/// Search the subtrees below `frontier` (at the guided depth) for the path `fh` names, visiting
+/// at most [`MAX_SEARCH_ENTRIES`] entries (counted in `visited`) until `deadline`.
+fn search(
+    fh: &FileHandle,
+    frontier: Vec<RelPath>,
+    backend: &dyn Backend,
+    dirs: &DirCache,
+    failed: &mut Option<Unresolved>,
+    visited: &mut usize,
+    deadline: Instant,
+) -> (Option<RelPath>, SearchOutcome) {
+    let depth = usize::from(fh.depth);
     let mut stack: Vec<(RelPath, usize)> = frontier
         .into_iter()
         .map(|p| (p, MAX_GUIDED_DEPTH))
         .collect();
+    let mut clock = CLOCK_EVERY;
     while let Some((dir, d)) = stack.pop() {
+        if Instant::now() >= deadline {
+            return (None, SearchOutcome::TimeLimit);
+        }
         for child in children(backend, dirs, &dir, failed) {
-            budget = budget.checked_sub(1)?;
+            if *visited >= MAX_SEARCH_ENTRIES {
+                return (None, SearchOutcome::EntryLimit);
+            }
+            *visited += 1;
+            clock -= 1;
+            if clock == 0 {
+                clock = CLOCK_EVERY;
+                if Instant::now() >= deadline {
+                    return (None, SearchOutcome::TimeLimit);
+                }
+            }
             if d + 1 == depth {
                 if fh.matches(&child) {
-                    return Some(child);
+                    return (Some(child), SearchOutcome::Found);
                 }
             } else {
                 stack.push((child, d + 1));
             }
         }
     }
-    None
+    (None, SearchOutcome::NotFound)
 }
 
 #[cfg(test)]
@@ -212,7 +331,8 @@ mod tests {
                 &fh,
                 &fs,
                 &DirCache::new(DirCacheLimits::default()),
-                &HandleCache::new(16),
+                &HandleCache::new(1 << 16),
+                &Metrics::default(),
             );
             assert_eq!(got, Ok(p), "{path}");
         }
@@ -222,29 +342,83 @@ mod tests {
     fn forged_and_vanished_handles_are_stale() {
         let (t, fs) = setup();
         let dirs = DirCache::new(DirCacheLimits::default());
-        let cache = HandleCache::new(16);
+        let cache = HandleCache::new(1 << 16);
+        let m = Metrics::default();
         let p = RelPath::parse(b"a/b/c").unwrap();
         let mut fh = FileHandle::for_path(&p).unwrap();
         fh.path_hash ^= 1;
-        assert_eq!(resolve(&fh, &fs, &dirs, &cache), Err(Unresolved::Stale));
+        assert_eq!(resolve(&fh, &fs, &dirs, &cache, &m), Err(Unresolved::Stale));
         let gone = RelPath::parse(b"a/b/gone").unwrap();
         let fh = FileHandle::for_path(&gone).unwrap();
-        assert_eq!(resolve(&fh, &fs, &dirs, &cache), Err(Unresolved::Stale));
+        assert_eq!(resolve(&fh, &fs, &dirs, &cache, &m), Err(Unresolved::Stale));
         std::fs::remove_file(t.path().join("a/b/c")).unwrap();
         let fh = FileHandle::for_path(&p).unwrap();
         let fresh = DirCache::new(DirCacheLimits::default());
         assert_eq!(
-            resolve(&fh, &fs, &fresh, &HandleCache::new(4)),
+            resolve(&fh, &fs, &fresh, &HandleCache::new(1 << 12), &m),
             Err(Unresolved::Stale)
         );
     }
 
+    /// A handle deeper than its guide makes the server search the tree below the 13th level;
+    /// that search gives up at its time limit, and what it cost is counted.
     #[test]
-    fn handle_cache_is_bounded() {
-        let c = HandleCache::new(10);
-        for i in 0..1000 {
-            c.insert(&RelPath::parse(format!("f{i}").as_bytes()).unwrap());
+    fn deep_searches_stop_at_their_time_limit_and_are_counted() {
+        use mountshare_fs::fault::{Fault, FaultFs, Op};
+        let t = tempfile::tempdir().unwrap();
+        let mut guided = String::new();
+        for i in 0..MAX_GUIDED_DEPTH {
+            guided.push_str(&format!("g{i}/"));
         }
-        assert!(c.len() <= 10);
+        for b in ["b1", "b2", "b3"] {
+            std::fs::create_dir_all(t.path().join(format!("{guided}a/{b}"))).unwrap();
+            std::fs::write(t.path().join(format!("{guided}a/{b}/file")), b"x").unwrap();
+        }
+        let target = RelPath::parse(format!("{guided}a/b2/file").as_bytes()).unwrap();
+        let fh = FileHandle::for_path(&target).unwrap();
+        let fs = FaultFs::new(LocalFs::open(t.path()).unwrap());
+        let found = Metrics::default();
+        let fresh = || DirCache::new(DirCacheLimits::default());
+        let got = resolve(&fh, &fs, &fresh(), &HandleCache::new(1 << 16), &found);
+        assert_eq!(
+            got,
+            Ok(target.clone()),
+            "found when the tree answers at once"
+        );
+        assert_eq!(found.search_count(SearchOutcome::Found), 1);
+        // Listings below the guided depth now take longer than a whole search may.
+        let slow = MAX_SEARCH_TIME + Duration::from_millis(50);
+        fs.inject(
+            Op::ReadDir,
+            Fault::delay(slow).on(|p: &RelPath| p.depth() > MAX_GUIDED_DEPTH),
+        );
+        let m = Metrics::default();
+        let got = resolve(&fh, &fs, &fresh(), &HandleCache::new(1 << 16), &m);
+        assert_eq!(got, Err(Unresolved::Stale));
+        assert_eq!(m.search_count(SearchOutcome::TimeLimit), 1);
+        assert_eq!(m.search_count(SearchOutcome::Found), 0);
+        assert!(m.search_entries() >= 3, "the entries of a/ were visited");
+    }
+
+    #[test]
+    fn handle_cache_is_bounded_in_bytes() {
+        let c = HandleCache::new(10 * (HANDLE_OVERHEAD + 8));
+        for i in 0..1000 {
+            c.insert(&RelPath::parse(format!("f{i:07}").as_bytes()).unwrap());
+        }
+        let (bytes, entries) = c.usage();
+        assert!(bytes <= c.max_bytes() && entries <= 10, "{bytes} {entries}");
+        // Long paths take more room: fewer of them fit.
+        let long = "d/".repeat(200);
+        for i in 0..1000 {
+            c.insert(&RelPath::parse(format!("{long}f{i}").as_bytes()).unwrap());
+        }
+        // Each is longer than half the bound: one per generation.
+        let (bytes, entries) = c.usage();
+        assert_eq!(entries, 2);
+        assert!(bytes <= 2 * (long.len() + 5 + HANDLE_OVERHEAD), "{bytes}");
+        let last = RelPath::parse(format!("{long}f999").as_bytes()).unwrap();
+        let fh = FileHandle::for_path(&last).unwrap();
+        assert_eq!(c.get(&fh), Some(last), "the newest is kept");
     }
 }

@@ -1,9 +1,10 @@
 //! The listener: binds the NFS port (and optionally the portmapper port 111), accepts
 //! connections within a bound, and drains in-flight calls on shutdown.
-use crate::config::{Limits, ServerConfig};
+use crate::config::{HealthConfig, Limits, ServerConfig};
 use crate::connection::{self, Lanes};
 use crate::export::Export;
-use crate::stall::{StallStats, Stalls};
+use crate::observe::{self, Observer, View};
+use crate::stall::Stalls;
 use mountshare_fs::Backend;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -34,19 +35,10 @@ pub struct Server {
     stalls: Arc<Stalls>,
     limits: Limits,
     local_addr: SocketAddr,
-}
-
-/// A view of a running server's state, for metrics and tests.
-#[derive(Clone)]
-pub struct Observer {
-    stalls: Arc<Stalls>,
-}
-
-impl Observer {
-    /// What the backend timeout has done so far.
-    pub fn stalls(&self) -> StallStats {
-        self.stalls.stats()
-    }
+    /// `/livez`, `/readyz` and `/metrics`, when asked for.
+    health: Option<TcpListener>,
+    health_config: HealthConfig,
+    view: Arc<View>,
 }
 
 async fn bind_tcp(addr: SocketAddr) -> Result<TcpListener, ServerError> {
@@ -76,16 +68,22 @@ impl Server {
                     .map_err(|source| ServerError::Bind { addr: pm, source })?,
             );
         }
+        let health = match config.health.listen {
+            Some(addr) => Some(bind_tcp(addr).await?),
+            None => None,
+        };
         let export = Arc::new(
             Export::new(
                 backend,
                 config.fsid,
                 local_addr.port(),
                 config.portmap_listen.map(|a| a.port()),
+                &config.caches,
             )
             .expect(config.expect),
         );
         let stalls = Stalls::new(config.backend_timeout, config.limits.max_stuck);
+        let view = View::new(export.clone(), stalls.clone());
         Ok(Server {
             listeners,
             udp_portmap,
@@ -93,6 +91,9 @@ impl Server {
             stalls,
             limits: config.limits,
             local_addr,
+            health,
+            health_config: config.health,
+            view,
         })
     }
 
@@ -101,17 +102,24 @@ impl Server {
         self.local_addr
     }
 
+    /// Where `/livez`, `/readyz` and `/metrics` are served, if they are.
+    pub fn health_addr(&self) -> Option<SocketAddr> {
+        self.health.as_ref().and_then(|l| l.local_addr().ok())
+    }
+
     /// What the server sees of its calls, readable while it runs.
     pub fn observer(&self) -> Observer {
         Observer {
             stalls: self.stalls.clone(),
+            view: self.view.clone(),
         }
     }
 
     /// Serve until `shutdown` completes, then stop accepting, let calls in flight finish (up to
     /// the drain timeout) and return.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
+        let mut observing = self.observe(stop_rx.clone());
         let connections = Arc::new(Semaphore::new(self.limits.max_connections));
         let global = Arc::new(Lanes::new(self.limits.total_in_flight));
         let mut tasks = JoinSet::new();
@@ -136,6 +144,7 @@ impl Server {
         tracing::info!(addr = %self.local_addr, "serving NFSv3, MOUNT v3 and PORTMAP v2");
         shutdown.await;
         tracing::info!("shutting down: no new calls; draining calls in flight");
+        self.view.readiness.set_listening(false);
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(self.limits.drain_timeout, async {
             while tasks.join_next().await.is_some() {}
@@ -148,6 +157,27 @@ impl Server {
                 "calls still in flight after the drain timeout; exiting anyway"
             ),
         }
+        observing.abort_all();
+    }
+
+    /// Start probing the export root and, with `--listen-health`, serving the health endpoints;
+    /// the listener is up from here on.
+    fn observe(&mut self, stop: watch::Receiver<bool>) -> JoinSet<()> {
+        let mut tasks = JoinSet::new();
+        self.view.readiness.set_listening(true);
+        tasks.spawn(observe::probe_loop(
+            self.export.clone(),
+            self.view.readiness.clone(),
+            self.health_config.clone(),
+            stop,
+        ));
+        if let Some(listener) = self.health.take() {
+            tasks.spawn(mountshare_health::serve(
+                listener,
+                Arc::new(self.observer()),
+            ));
+        }
+        tasks
     }
 }
 

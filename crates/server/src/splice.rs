@@ -109,11 +109,12 @@ pub(crate) struct PipePool {
 }
 
 impl PipePool {
-    /// A pool of pipes that each hold `capacity` bytes.
-    pub(crate) fn new(max_free: usize, capacity: usize) -> Self {
+    /// A pool of pipes that each hold `capacity` bytes, keeping at most `max_free_bytes` of
+    /// free pipes.
+    pub(crate) fn new(max_free_bytes: usize, capacity: usize) -> Self {
         PipePool {
             free: Mutex::new(Vec::new()),
-            max_free,
+            max_free: max_free_bytes / capacity.max(1),
             capacity,
             usable: std::sync::atomic::AtomicBool::new(true),
         }
@@ -166,6 +167,16 @@ impl PipePool {
             write,
             pending: 0,
         })
+    }
+
+    /// Bytes (capacity) and pipes kept free now.
+    pub(crate) fn usage(&self) -> (usize, usize) {
+        let n = self.free.lock().unwrap_or_else(|e| e.into_inner()).len();
+        (n * self.capacity, n)
+    }
+
+    pub(crate) fn max_bytes(&self) -> usize {
+        self.max_free * self.capacity
     }
 
     /// Keep an emptied pipe for the next READ; a pipe with bytes left in it is closed.
@@ -229,7 +240,7 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, b"deep").unwrap();
         let file = File::open(&path).unwrap();
-        let pool = PipePool::new(2, 1 << 20);
+        let pool = PipePool::new(2 << 20, 1 << 20);
         let mut pipe = pool.take(1 << 20).unwrap();
         assert_eq!(fill(&mut pipe, &file, 0, 1 << 20).unwrap(), 4);
         assert_eq!(
@@ -252,7 +263,7 @@ mod tests {
         let path = dir.path().join("f");
         std::fs::write(&path, vec![7u8; 3 << 20]).unwrap();
         let file = File::open(&path).unwrap();
-        let pool = PipePool::new(2, 1 << 20);
+        let pool = PipePool::new(2 << 20, 1 << 20);
         let mut small = pool.take(10).unwrap();
         assert_eq!(fill(&mut small, &file, 0, 10).unwrap(), 10);
         let mut sink = vec![0u8; 10];
