@@ -164,6 +164,17 @@ impl TreeBuilder {
         Ok(dir)
     }
 
+    /// Creates directory `rel` holding `n` empty files named as by [`TreeBuilder::many`]: a
+    /// million of them cost inodes, not data blocks.
+    pub fn many_empty(&self, rel: impl AsRef<Path>, n: usize) -> Result<PathBuf> {
+        let dir = self.dir(rel)?;
+        for i in 0..n {
+            let path = dir.join(many_name(i));
+            fs::File::create(&path).ctx(|| format!("create {}", path.display()))?;
+        }
+        Ok(dir)
+    }
+
     /// Creates a symlink at `rel` pointing to `target` (which is stored as given, not resolved).
     pub fn symlink(&self, rel: impl AsRef<Path>, target: impl AsRef<OsStr>) -> Result<PathBuf> {
         let path = self.parent_of(rel.as_ref())?;
