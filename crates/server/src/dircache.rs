@@ -8,7 +8,11 @@
 //! Snapshots are cached so that a 100,000-entry directory is read once per listing, not once per
 //! call. A snapshot is compact: every name in one buffer, beside an array of (cookie, end) pairs
 //! (12 bytes per entry, not a heap allocation per name). The cache is bounded in directories
-//! and in bytes, and drops snapshots as soon as they are too old to be served again.
+//! and in bytes, and drops snapshots as soon as they are too old to be served again. The
+//! buffers of a snapshot gone are kept (within a quarter of the bound) for the next one: a walk
+//! of a large tree replaces every snapshot every few seconds, and buffers freed and allocated
+//! anew by whichever threads ran the calls fragmented the allocator's per-thread arenas until
+//! RSS grew with every walk.
 use crate::handle::name_cookie;
 use mountshare_fs::{Attr, Backend, FsError, RelPath, Timestamp};
 use std::collections::HashMap;
@@ -19,45 +23,132 @@ use std::time::{Duration, Instant};
 /// struct itself.
 const SNAPSHOT_OVERHEAD: usize = 160;
 
+/// The buffers of one snapshot.
+#[derive(Debug, Default)]
+struct Storage {
+    /// Cookies, ascending.
+    cookies: Vec<u64>,
+    /// Where each entry's name ends in `names` (it starts where the previous one ends).
+    ends: Vec<u32>,
+    /// Every name, in cookie order.
+    names: Vec<u8>,
+}
+
+impl Storage {
+    /// Bytes allocated.
+    fn capacity(&self) -> usize {
+        self.cookies.capacity() * 8 + self.ends.capacity() * 4 + self.names.capacity()
+    }
+
+    fn fits(&self, entries: usize, name_bytes: usize) -> bool {
+        self.cookies.capacity() >= entries
+            && self.ends.capacity() >= entries
+            && self.names.capacity() >= name_bytes
+    }
+}
+
+/// Buffers of snapshots gone, for the next ones.
+#[derive(Debug, Default)]
+struct Spare {
+    stores: Vec<Storage>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl Spare {
+    /// The smallest spare storage that holds `entries` entries of `name_bytes` bytes of names,
+    /// emptied; or a new one of just that size.
+    fn take(&mut self, entries: usize, name_bytes: usize) -> Storage {
+        let best = self
+            .stores
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.fits(entries, name_bytes))
+            .min_by_key(|(_, s)| s.capacity())
+            .map(|(i, _)| i);
+        match best {
+            Some(i) => {
+                let mut s = self.stores.swap_remove(i);
+                self.bytes -= s.capacity();
+                s.cookies.clear();
+                s.ends.clear();
+                s.names.clear();
+                s
+            }
+            None => Storage {
+                cookies: Vec::with_capacity(entries),
+                ends: Vec::with_capacity(entries),
+                names: Vec::with_capacity(name_bytes),
+            },
+        }
+    }
+
+    fn give(&mut self, store: Storage) {
+        let n = store.capacity();
+        if self.bytes + n <= self.max_bytes {
+            self.bytes += n;
+            self.stores.push(store);
+        }
+    }
+}
+
+type SharedSpare = Arc<Mutex<Spare>>;
+
+fn lock_spare(spare: &SharedSpare) -> std::sync::MutexGuard<'_, Spare> {
+    spare.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One directory's entries, sorted by cookie.
 #[derive(Debug)]
 pub(crate) struct DirSnapshot {
-    /// Cookies, ascending.
-    cookies: Box<[u64]>,
-    /// Where each entry's name ends in `names` (it starts where the previous one ends).
-    ends: Box<[u32]>,
-    /// Every name, in cookie order.
-    names: Box<[u8]>,
+    store: Storage,
+    /// Where the buffers go when the snapshot is dropped.
+    spare: Option<SharedSpare>,
     mtime: Timestamp,
     ctime: Timestamp,
     ino: u64,
     taken: Instant,
 }
 
+impl Drop for DirSnapshot {
+    fn drop(&mut self) {
+        if let Some(spare) = self.spare.take() {
+            lock_spare(&spare).give(std::mem::take(&mut self.store));
+        }
+    }
+}
+
 impl DirSnapshot {
-    /// A snapshot of `names`, whose directory has attributes `attr`.
-    fn new(names: Vec<Vec<u8>>, attr: &Attr) -> DirSnapshot {
-        let mut entries: Vec<(u64, Vec<u8>)> =
-            names.into_iter().map(|n| (name_cookie(&n), n)).collect();
-        entries.sort_unstable();
-        let total: usize = entries.iter().map(|(_, n)| n.len()).sum();
-        let mut all = Vec::with_capacity(total);
-        let mut cookies = Vec::with_capacity(entries.len());
-        let mut ends = Vec::with_capacity(entries.len());
-        for (cookie, name) in entries {
+    /// A snapshot of `names`, whose directory has attributes `attr`, in buffers from `spare`.
+    fn new(names: Vec<Vec<u8>>, attr: &Attr, spare: Option<SharedSpare>) -> DirSnapshot {
+        let mut order: Vec<(u64, u32)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (name_cookie(n), i as u32))
+            .collect();
+        order.sort_unstable_by(|a, b| {
+            a.0.cmp(&b.0)
+                .then_with(|| names[a.1 as usize].cmp(&names[b.1 as usize]))
+        });
+        let name_bytes: usize = names.iter().map(Vec::len).sum();
+        let mut store = match &spare {
+            Some(s) => lock_spare(s).take(order.len(), name_bytes),
+            None => Spare::default().take(order.len(), name_bytes),
+        };
+        for (cookie, i) in order {
+            let name = &names[i as usize];
             // Names are at most 255 bytes, so a u32 holds the end of 16 million of them; a
             // listing past that (over 4 GiB of names) is cut short rather than wrapped.
-            let Ok(end) = u32::try_from(all.len() + name.len()) else {
+            let Ok(end) = u32::try_from(store.names.len() + name.len()) else {
                 break;
             };
-            all.extend_from_slice(&name);
-            cookies.push(cookie);
-            ends.push(end);
+            store.names.extend_from_slice(name);
+            store.cookies.push(cookie);
+            store.ends.push(end);
         }
         DirSnapshot {
-            cookies: cookies.into(),
-            ends: ends.into(),
-            names: all.into(),
+            store,
+            spare,
             mtime: attr.mtime,
             ctime: attr.ctime,
             ino: attr.ino,
@@ -67,18 +158,19 @@ impl DirSnapshot {
 
     /// Entries in the directory.
     pub(crate) fn len(&self) -> usize {
-        self.cookies.len()
+        self.store.cookies.len()
     }
 
     /// The name of entry `i`.
     fn name(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.names[start..self.ends[i] as usize]
+        let ends = &self.store.ends;
+        let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+        &self.store.names[start..ends[i] as usize]
     }
 
     /// The entries from index `from` on, as (cookie, name), in cookie order.
     pub(crate) fn entries_from(&self, from: usize) -> impl Iterator<Item = (u64, &[u8])> + '_ {
-        (from..self.len()).map(|i| (self.cookies[i], self.name(i)))
+        (from..self.len()).map(|i| (self.store.cookies[i], self.name(i)))
     }
 
     /// Every entry, as (cookie, name), in cookie order.
@@ -88,21 +180,22 @@ impl DirSnapshot {
 
     /// What this snapshot costs in memory, as the cache counts it.
     fn bytes(&self) -> usize {
-        self.names.len() + self.cookies.len() * 12 + SNAPSHOT_OVERHEAD
+        self.store.capacity() + SNAPSHOT_OVERHEAD
     }
 
     /// Whether the directory holds an entry named `name`.
     pub(crate) fn contains(&self, name: &[u8]) -> bool {
         let cookie = name_cookie(name);
-        let from = self.cookies.partition_point(|c| *c < cookie);
+        let cookies = &self.store.cookies;
+        let from = cookies.partition_point(|c| *c < cookie);
         (from..self.len())
-            .take_while(|&i| self.cookies[i] == cookie)
+            .take_while(|&i| cookies[i] == cookie)
             .any(|i| self.name(i) == name)
     }
 
     /// Index of the first entry whose cookie is greater than `cookie`.
     pub(crate) fn position_after(&self, cookie: u64) -> usize {
-        self.cookies.partition_point(|c| *c <= cookie)
+        self.store.cookies.partition_point(|c| *c <= cookie)
     }
 
     fn still_valid(&self, attr: &Attr, max_age: Duration) -> bool {
@@ -138,6 +231,7 @@ impl Default for DirCacheLimits {
 pub(crate) struct DirCache {
     limits: DirCacheLimits,
     inner: Mutex<Inner>,
+    spare: SharedSpare,
 }
 
 #[derive(Default)]
@@ -159,10 +253,20 @@ impl Inner {
 
 impl DirCache {
     pub(crate) fn new(limits: DirCacheLimits) -> Self {
+        let spare = Arc::new(Mutex::new(Spare {
+            max_bytes: limits.max_bytes / 4,
+            ..Spare::default()
+        }));
         DirCache {
             limits,
             inner: Mutex::new(Inner::default()),
+            spare,
         }
+    }
+
+    /// Bytes snapshots may hold: the bound less what spare buffers may.
+    fn snapshot_bytes(&self) -> usize {
+        self.limits.max_bytes - self.limits.max_bytes / 4
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -188,7 +292,8 @@ impl DirCache {
                 }
             }
         }
-        let snap = Arc::new(DirSnapshot::new(backend.read_dir(path)?, attr));
+        let names = backend.read_dir(path)?;
+        let snap = Arc::new(DirSnapshot::new(names, attr, Some(self.spare.clone())));
         self.insert(path.clone(), snap.clone());
         Ok(snap)
     }
@@ -208,13 +313,14 @@ impl DirCache {
         for k in &expired {
             inner.remove(k);
         }
-        if n > self.limits.max_bytes {
+        let max_bytes = self.snapshot_bytes();
+        if n > max_bytes {
             return; // Too big to keep: served from this one read only.
         }
         inner.tick += 1;
         let tick = inner.tick;
         while !inner.map.is_empty()
-            && (inner.map.len() >= self.limits.max_dirs || inner.bytes + n > self.limits.max_bytes)
+            && (inner.map.len() >= self.limits.max_dirs || inner.bytes + n > max_bytes)
         {
             let victim = inner
                 .map
@@ -231,10 +337,13 @@ impl DirCache {
         inner.map.insert(path, (snap, tick));
     }
 
-    /// Bytes and entries held now.
+    /// Bytes (snapshots and spare buffers) and entries held now.
     pub(crate) fn usage(&self) -> (usize, usize) {
-        let inner = self.lock();
-        (inner.bytes, inner.entries)
+        let (bytes, entries) = {
+            let inner = self.lock();
+            (inner.bytes, inner.entries)
+        };
+        (bytes + lock_spare(&self.spare).bytes, entries)
     }
 
     pub(crate) fn max_bytes(&self) -> usize {
@@ -259,7 +368,7 @@ mod tests {
         let fs = LocalFs::open(t.path()).unwrap();
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
-        let one = DirSnapshot::new(fs.read_dir(&a).unwrap(), &attr);
+        let one = DirSnapshot::new(fs.read_dir(&a).unwrap(), &attr, None);
         assert_eq!(one.len(), 100);
         let cookies: Vec<u64> = one.entries().map(|(c, _)| c).collect();
         assert!(cookies.windows(2).all(|w| w[0] <= w[1]), "cookie order");
@@ -267,9 +376,10 @@ mod tests {
         assert!(one.contains(b"name-42") && !one.contains(b"name-100"));
         let after = one.position_after(cookies[9]);
         assert_eq!(one.entries_from(after).count(), 90);
-        // Room for two snapshots of 100 entries, not three.
+        // Room for two snapshots of 100 entries, not three (a quarter of the bound is for
+        // spare buffers).
         let cache = DirCache::new(DirCacheLimits {
-            max_bytes: one.bytes() * 2 + 10,
+            max_bytes: one.bytes() * 4 - 100,
             ..DirCacheLimits::default()
         });
         for d in ["a", "b", "c"] {
@@ -280,5 +390,12 @@ mod tests {
         let (bytes, entries) = cache.usage();
         assert!(bytes <= cache.max_bytes(), "{bytes}");
         assert_eq!(entries, 200, "the least recently used went");
+        // Its buffers wait for the next snapshot, which reuses them.
+        let spare = lock_spare(&cache.spare).stores.len();
+        assert_eq!(spare, 1);
+        let p = RelPath::parse(b"a").unwrap();
+        let attr = fs.stat(&p).unwrap();
+        assert_eq!(cache.snapshot(&fs, &p, &attr).unwrap().len(), 100);
+        assert!(lock_spare(&cache.spare).stores.len() <= spare);
     }
 }
