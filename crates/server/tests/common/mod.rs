@@ -18,6 +18,8 @@ use tokio::task::JoinHandle;
 pub struct TestServer {
     pub addr: SocketAddr,
     pub observer: mountshare_server::Observer,
+    /// Where `/livez`, `/readyz` and `/metrics` are served, when configured.
+    pub health: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -36,6 +38,7 @@ impl TestServer {
         let server = Server::bind(config, backend).await.unwrap();
         let addr = server.local_addr();
         let observer = server.observer();
+        let health = server.health_addr();
         let (tx, rx) = oneshot::channel();
         let task = tokio::spawn(server.run(async move {
             let _ = rx.await;
@@ -43,6 +46,7 @@ impl TestServer {
         TestServer {
             addr,
             observer,
+            health,
             stop: Some(tx),
             task: Some(task),
         }
