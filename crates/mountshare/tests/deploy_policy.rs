@@ -1,8 +1,8 @@
 //! The Kubernetes manifests in deploy/ and the Dockerfile: every kustomization renders with
 //! `kubectl kustomize`, validates against the Kubernetes schemas (`kubernetes-validate`), and
 //! keeps the properties whose absence broke the user's cluster: a privileged, Bidirectional
-//! agent; unprivileged HostToContainer consumers; probes on endpoints the binary really serves;
-//! equal `port` and `mountport`; no shell loops.
+//! agent; unprivileged HostToContainer consumers; probes (of the agent and of the server) on
+//! endpoints the binary really serves; equal `port` and `mountport`; no shell loops.
 //!
 //! Missing tools fail the tests with the command that installs them, unless MOUNTSHARE_SKIP_K8S=1.
 
@@ -114,6 +114,8 @@ fn strs(v: &Value) -> Vec<String> {
 struct Ctr<'a> {
     owner: String,
     pod: &'a Value,
+    /// The pod template's metadata (labels, annotations).
+    pod_metadata: &'a Value,
     c: &'a Value,
     init: bool,
 }
@@ -187,6 +189,14 @@ fn pod_spec(doc: &Value) -> Option<&Value> {
     }
 }
 
+fn pod_metadata(doc: &Value) -> &Value {
+    match doc["kind"].as_str() {
+        Some("Pod") => &doc["metadata"],
+        Some("CronJob") => &doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"],
+        _ => &doc["spec"]["template"]["metadata"],
+    }
+}
+
 fn containers(docs: &[Value]) -> Vec<Ctr<'_>> {
     let mut out = Vec::new();
     for doc in docs {
@@ -196,6 +206,7 @@ fn containers(docs: &[Value]) -> Vec<Ctr<'_>> {
                 out.push(Ctr {
                     owner: name(doc),
                     pod,
+                    pod_metadata: pod_metadata(doc),
                     c,
                     init,
                 });
@@ -454,6 +465,26 @@ fn server_variants_are_wired_to_the_service() {
         {
             let who = format!("{}: {}", dir.display(), c.name());
             let listen = c.flag("--listen").unwrap_or_else(|| "0.0.0.0:2049".into());
+            let health = c
+                .flag("--listen-health")
+                .unwrap_or_else(|| panic!("{who}: probes and metrics need --listen-health"));
+            for (probe, path) in [("readinessProbe", "/readyz"), ("livenessProbe", "/livez")] {
+                let get = &c.c[probe]["httpGet"];
+                assert_eq!(get["path"].as_str(), Some(path), "{who}: {probe} path");
+                assert_eq!(
+                    c.port_number(&get["port"]),
+                    Some(port_of(&health)),
+                    "{who}: {probe} must probe the --listen-health port"
+                );
+            }
+            let annotations = &c.pod_metadata["annotations"];
+            assert_eq!(
+                annotations["prometheus.io/port"]
+                    .as_str()
+                    .and_then(|p| p.parse().ok()),
+                Some(port_of(&health)),
+                "{who}: the scrape annotation names the --listen-health port"
+            );
             for s in &services {
                 for p in s["spec"]["ports"].as_sequence().unwrap() {
                     let port = p["port"].as_u64().unwrap();
@@ -591,25 +622,36 @@ fn network_policy_and_pod_monitor_select_what_exists() {
         for pm in docs.iter().filter(|d| d["kind"] == "PodMonitor") {
             monitors += 1;
             let who = format!("{}: {}", dir.display(), name(pm));
-            let agent = containers(docs)
+            // The mountshare containers of the pods it selects.
+            let scraped: Vec<Ctr> = containers(docs)
                 .into_iter()
-                .find(|c| c.runs_mountshare("attach"))
-                .unwrap_or_else(|| panic!("{who}: no agent to scrape"));
-            let ds = docs.iter().find(|d| d["kind"] == "DaemonSet").unwrap();
-            assert!(
-                labels_match(
-                    &pm["spec"]["selector"],
-                    &ds["spec"]["template"]["metadata"]["labels"]
-                ),
-                "{who}: selects the agents"
-            );
+                .filter(|c| {
+                    !c.init && labels_match(&pm["spec"]["selector"], &c.pod_metadata["labels"])
+                })
+                .filter(|c| c.runs_mountshare("attach") || c.runs_mountshare("serve"))
+                .collect();
+            let selects_attach = agent_labels
+                .iter()
+                .any(|l| labels_match(&pm["spec"]["selector"], l));
+            if selects_attach || docs.iter().any(|d| d["kind"] == "StatefulSet") {
+                assert!(
+                    !scraped.is_empty(),
+                    "{who}: selects no mountshare pod of this overlay"
+                );
+            }
             let ep = &pm["spec"]["podMetricsEndpoints"][0];
             assert_eq!(ep["path"].as_str(), Some("/metrics"), "{who}");
-            assert_eq!(
-                agent.port_number(&ep["port"]),
-                Some(port_of(&agent.flag("--listen-health").unwrap())),
-                "{who}: scrapes the --listen-health port"
-            );
+            for c in scraped {
+                let health = c
+                    .flag("--listen-health")
+                    .unwrap_or_else(|| panic!("{who}: {} serves no metrics", c.name()));
+                assert_eq!(
+                    c.port_number(&ep["port"]),
+                    Some(port_of(&health)),
+                    "{who}: scrapes the --listen-health port of {}",
+                    c.name()
+                );
+            }
         }
     }
     assert!(policies > 0 && monitors > 0);
@@ -698,6 +740,68 @@ fn probe_paths_in_the_manifests_are_answered_by_mountshare_attach() {
     let _ = agent.kill();
     let _ = agent.wait();
     let _ = std::fs::remove_dir_all(&base);
+}
+
+#[test]
+fn probe_paths_in_the_manifests_are_answered_by_mountshare_serve() {
+    if skip_k8s() {
+        return;
+    }
+    let mut paths = BTreeSet::new();
+    for (_, docs) in all_rendered() {
+        for c in containers(&docs)
+            .into_iter()
+            .filter(|c| c.runs_mountshare("serve"))
+        {
+            for probe in ["readinessProbe", "livenessProbe", "startupProbe"] {
+                if let Some(p) = c.c[probe]["httpGet"]["path"].as_str() {
+                    paths.insert(p.to_string());
+                }
+            }
+        }
+    }
+    assert!(!paths.is_empty());
+    // A server of a directory that answers: alive, ready, and its metrics are served.
+    let dir = tempfile::tempdir().unwrap();
+    let free = || {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let (nfs, port) = (free(), free());
+    let mut server = Command::new(BIN)
+        .arg("serve")
+        .arg(dir.path())
+        .args(["--listen", &format!("127.0.0.1:{nfs}")])
+        .args(["--listen-health", &format!("127.0.0.1:{port}")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !http_get(port, "/readyz").is_some_and(|r| r.starts_with("HTTP/1.1 200")) {
+        if Instant::now() > deadline || server.try_wait().unwrap().is_some() {
+            let _ = server.kill();
+            let mut err = String::new();
+            let _ = server.stderr.take().unwrap().read_to_string(&mut err);
+            panic!("mountshare serve never became ready on its health port:\n{err}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for path in &paths {
+        let answer = http_get(port, path).unwrap_or_default();
+        let status = answer.lines().next().unwrap_or("").to_string();
+        assert!(
+            status.starts_with("HTTP/1.1 200"),
+            "a probe of {path} gets {status:?} from a healthy mountshare serve"
+        );
+    }
+    let metrics = http_get(port, "/metrics").unwrap_or_default();
+    assert!(
+        metrics.contains("mountshare_serve_ready 1"),
+        "the scrape target serves the server's metrics:\n{metrics}"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
 }
 
 // ---------------------------------------------------------------------------------------------

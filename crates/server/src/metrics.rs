@@ -877,6 +877,59 @@ mod tests {
         assert_eq!(parse(&e.encode())["mountshare_serve_calls_in_flight"], 0.0);
     }
 
+    /// Every metric name defined here is documented, and the dashboard asks for no other.
+    #[test]
+    fn docs_and_dashboard_name_exactly_these_metrics() {
+        let names = [
+            CALLS,
+            CALL_DURATION,
+            READ_BYTES,
+            CALLS_IN_FLIGHT,
+            BACKEND_STUCK,
+            BACKEND_TIMEOUTS,
+            BACKEND_REFUSED,
+            BACKEND_JOINED,
+            CONNECTIONS_OPEN,
+            CONNECTIONS_CLOSED_IDLE,
+            CONNECTIONS_EVICTED,
+            CONNECTIONS_REFUSED,
+            HANDLE_WALKS,
+            HANDLE_SEARCHES,
+            HANDLE_SEARCH_ENTRIES,
+            HANDLE_SEARCH_SECONDS,
+            CACHE_BYTES,
+            CACHE_ENTRIES,
+            CACHE_LIMIT_BYTES,
+            READY,
+            ROOT_PROBE_FAILURES,
+            ROOT_PROBE_SECONDS,
+            RESIDENT_MEMORY,
+        ];
+        let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let doc = std::fs::read_to_string(repo.join("docs/METRICS.md")).unwrap();
+        let dash = std::fs::read_to_string(repo.join("deploy/dashboards/mountshare.json")).unwrap();
+        let known = |word: &str| {
+            let base = ["_total", "_bucket", "_count", "_sum"]
+                .iter()
+                .find_map(|s| word.strip_suffix(s))
+                .unwrap_or(word);
+            names.contains(&base) || names.contains(&word)
+        };
+        for name in names {
+            assert!(
+                doc.contains(name),
+                "docs/METRICS.md does not describe {name}"
+            );
+        }
+        for text in [&doc, &dash] {
+            for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("mountshare_serve_") {
+                    assert!(known(word), "{word} is not a metric of serve");
+                }
+            }
+        }
+    }
+
     #[test]
     fn latency_buckets_double_from_100us() {
         let h = Histogram::default();
