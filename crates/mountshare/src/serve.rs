@@ -221,6 +221,23 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         } else {
             None
         };
+        // The health port answers from the start (alive, not ready), also while waiting for a
+        // FUSE mount, so a liveness probe never restarts a container whose mount is on its way.
+        let early_health = match args.listen_health {
+            Some(addr) => Some(
+                tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("--listen-health {addr}"))?,
+            ),
+            None => None,
+        };
+        let waiting = match &early_health {
+            Some(listener) => Some(tokio::spawn(mountshare_health::serve(
+                tokio::net::TcpListener::from_std(listener_twin(listener)?)?,
+                std::sync::Arc::new(Waiting),
+            ))),
+            None => None,
+        };
         let mut follower =
             Follower::with(source.clone(), dir.clone(), accept).options(fs_options(&args));
         let mut first = served(follower.check()?)?;
@@ -242,7 +259,16 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         } else if first.is_none() {
             tracing::warn!(dir = %dir.display(), "nothing is mounted at DIR: calls are answered JUKEBOX (clients wait) until something is");
         }
-        let server = Server::bind(config, follower.backend()).await?;
+        let mut config = config;
+        config.health.listen = None;
+        let mut server = Server::bind(config, follower.backend()).await?;
+        if let Some(task) = waiting {
+            task.abort();
+            let _ = task.await;
+        }
+        if let Some(listener) = early_health {
+            server = server.with_health_listener(listener);
+        }
         tracing::info!(dir = %dir.display(), serving = first.as_deref().unwrap_or("nothing yet"), addr = %server.local_addr(), "export ready");
         if let Some(health) = server.health_addr() {
             tracing::info!(addr = %health, "serving /livez, /readyz and /metrics");
@@ -272,6 +298,28 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = serving.await;
         Ok(code)
     })
+}
+
+/// What the health endpoints say before the server is up: alive, not ready, no metrics yet.
+struct Waiting;
+
+impl mountshare_health::Health for Waiting {
+    fn readiness(&self) -> (bool, String) {
+        (false, "waiting for the file system to serve".into())
+    }
+
+    fn metrics(&self) -> String {
+        "# EOF\n".into()
+    }
+}
+
+/// A second handle on `listener`'s socket, for a task that serves it for a while.
+fn listener_twin(listener: &tokio::net::TcpListener) -> anyhow::Result<std::net::TcpListener> {
+    use std::os::fd::AsFd;
+    let fd = listener.as_fd().try_clone_to_owned()?;
+    let twin = std::net::TcpListener::from(fd);
+    twin.set_nonblocking(true)?;
+    Ok(twin)
 }
 
 /// What the first check found to serve; a mount found that cannot be opened is an error.

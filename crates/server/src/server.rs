@@ -102,6 +102,13 @@ impl Server {
         self.local_addr
     }
 
+    /// Serve `/livez`, `/readyz` and `/metrics` on `listener` (bound earlier, e.g. to answer
+    /// while waiting for a FUSE mount), instead of binding `HealthConfig::listen`.
+    pub fn with_health_listener(mut self, listener: TcpListener) -> Server {
+        self.health = Some(listener);
+        self
+    }
+
     /// Where `/livez`, `/readyz` and `/metrics` are served, if they are.
     pub fn health_addr(&self) -> Option<SocketAddr> {
         self.health.as_ref().and_then(|l| l.local_addr().ok())
