@@ -1,5 +1,6 @@
 //! `mountshare serve` as a user runs it: clear one-line errors for a bad command line, a clean
-//! exit on SIGTERM, and a read that carries on across `kill -9` and a restart.
+//! exit on SIGTERM, a read that carries on across `kill -9` and a restart, and a health port
+//! that answers while `--run` still waits for its FUSE mount.
 use mountshare_client::proto::nfs3::{NfsFh3, Read3Args};
 use mountshare_client::{Mounted, NfsClient};
 use mountshare_testkit::server::ServerProcess;
@@ -76,6 +77,58 @@ fn sigterm_exits_cleanly() {
     let status = srv.terminate(Duration::from_secs(20)).unwrap();
     assert!(status.success(), "exit status {status:?}\n{}", srv.log());
     assert!(srv.log().contains("drained"), "{}", srv.log());
+}
+
+/// GET `path` from 127.0.0.1:`port`: the status line, or nothing if nothing answers.
+fn http_status(port: u16, path: &str) -> Option<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.lines().next().map(str::to_string)
+}
+
+#[test]
+fn the_health_port_is_alive_and_not_ready_while_run_waits_for_its_mount() {
+    let d = tempfile::tempdir().unwrap();
+    let port = mountshare_testkit::free_port();
+    let nfs = mountshare_testkit::free_port();
+    let mut child = Command::new(BIN)
+        .arg("serve")
+        .arg(d.path())
+        .args(["--listen", &format!("127.0.0.1:{nfs}")])
+        .args(["--listen-health", &format!("127.0.0.1:{port}")])
+        .args(["--run", "--", "sleep", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut live = None;
+    for _ in 0..300 {
+        live = http_status(port, "/livez");
+        if live.is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let ready = http_status(port, "/readyz");
+    // SIGTERM: serve passes it on to its child and exits with it.
+    let pid = rustix::process::Pid::from_child(&child);
+    let _ = rustix::process::kill_process(pid, rustix::process::Signal::Term);
+    let _ = child.wait();
+    assert_eq!(
+        live.as_deref(),
+        Some("HTTP/1.1 200 OK"),
+        "alive while waiting"
+    );
+    assert_eq!(
+        ready.as_deref(),
+        Some("HTTP/1.1 503 Service Unavailable"),
+        "not ready: nothing is served yet"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
