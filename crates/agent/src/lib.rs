@@ -8,6 +8,7 @@ mod fake;
 pub mod health;
 pub mod metrics;
 pub mod mountinfo;
+pub mod netns;
 pub mod ops;
 pub mod options;
 pub mod real;
