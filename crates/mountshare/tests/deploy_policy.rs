@@ -500,12 +500,17 @@ fn server_variants_are_wired_to_the_service() {
                         })
                     })
                     .unwrap_or_else(|| panic!("{who}: no init container fills {bin_dir}"));
+                // The image has no cp: the binary copies itself (`mountshare install DIR`).
                 let init_argv = init.argv();
-                assert_eq!(init_argv.first().map(String::as_str), Some("cp"));
                 assert_eq!(
-                    init_argv.get(1).map(String::as_str),
-                    Some(dockerfile_binary().as_str()),
-                    "{who}: the init container copies the binary where the Dockerfile puts it"
+                    init_argv,
+                    [dockerfile_binary().as_str(), "install", bin_dir.as_str()],
+                    "{who}: the init container installs the binary into {bin_dir}"
+                );
+                assert_eq!(
+                    argv[0],
+                    format!("{bin_dir}/mountshare"),
+                    "{who}: runs what `install` wrote"
                 );
             }
             if let Some(process) = c.flag("--from-process") {
@@ -701,17 +706,12 @@ fn probe_paths_in_the_manifests_are_answered_by_mountshare_attach() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The Dockerfile: stages, paths, and the binary it ships.
+// The Dockerfile: FROM scratch, the prebuilt static binary per architecture, a non-root user.
 
-struct Stage {
-    name: Option<String>,
-    copies: Vec<(Option<String>, Vec<String>, String)>,
-    entrypoint: Option<String>,
-}
-
-fn dockerfile() -> Vec<Stage> {
+/// The final stage of the Dockerfile, instruction by instruction (continuations joined).
+fn dockerfile() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
-    let mut stages: Vec<Stage> = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::new();
     let mut logical = String::new();
     for line in text.lines() {
         let l = line.trim();
@@ -724,98 +724,118 @@ fn dockerfile() -> Vec<Stage> {
             continue;
         }
         logical.push_str(l);
-        let words: Vec<String> = logical.split_whitespace().map(str::to_string).collect();
-        logical.clear();
-        match words[0].to_ascii_uppercase().as_str() {
-            "FROM" => stages.push(Stage {
-                name: words
-                    .iter()
-                    .position(|w| w.eq_ignore_ascii_case("as"))
-                    .map(|i| words[i + 1].clone()),
-                copies: Vec::new(),
-                entrypoint: None,
-            }),
-            "COPY" => {
-                let from = words
-                    .iter()
-                    .find_map(|w| w.strip_prefix("--from=").map(str::to_string));
-                let rest: Vec<String> = words[1..]
-                    .iter()
-                    .filter(|w| !w.starts_with("--"))
-                    .cloned()
-                    .collect();
-                let (dest, srcs) = rest.split_last().expect("COPY SRC DEST");
-                stages
-                    .last_mut()
-                    .unwrap()
-                    .copies
-                    .push((from, srcs.to_vec(), dest.clone()));
-            }
-            "ENTRYPOINT" => {
-                let json: Vec<String> = serde_yaml::from_str(&words[1..].join(" ")).unwrap();
-                stages.last_mut().unwrap().entrypoint = json.first().cloned();
-            }
-            _ => {}
+        let (word, rest) = logical.split_once(' ').unwrap_or((&logical, ""));
+        let word = word.to_ascii_uppercase();
+        if word == "FROM" {
+            out.clear();
         }
+        out.push((word, rest.trim().to_string()));
+        logical.clear();
     }
-    stages
+    out
 }
 
-/// Where the final image holds the binary.
-fn dockerfile_binary() -> String {
+fn instruction(name: &str) -> Vec<String> {
     dockerfile()
-        .last()
-        .and_then(|s| s.entrypoint.clone())
-        .expect("the final stage has an ENTRYPOINT")
+        .into_iter()
+        .filter(|(w, _)| w == name)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// Where the image holds the binary: its ENTRYPOINT.
+fn dockerfile_binary() -> String {
+    let entry = instruction("ENTRYPOINT");
+    let json: Vec<String> =
+        serde_json::from_str(entry.last().expect("the final stage has an ENTRYPOINT")).unwrap();
+    json[0].clone()
+}
+
+/// `version` of `[workspace.package]` in Cargo.toml: the release's version.
+fn workspace_version() -> String {
+    let toml = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let mut in_section = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == "[workspace.package]";
+        } else if let Some(v) = line.strip_prefix("version = ").filter(|_| in_section) {
+            return v.trim_matches('"').to_string();
+        }
+    }
+    panic!("no version in [workspace.package] of Cargo.toml");
 }
 
 #[test]
-fn dockerfile_stages_and_paths_exist_and_the_shipped_binary_runs() {
-    let stages = dockerfile();
-    assert!(stages.len() >= 2, "a multi-stage build");
-    let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
-    let ignored = std::fs::read_to_string(repo().join(".dockerignore")).unwrap_or_default();
-    for stage in &stages {
-        for (from, srcs, _) in &stage.copies {
-            match from {
-                Some(f) => assert!(
-                    names.contains(&f.as_str()),
-                    "COPY --from={f}: no such stage"
-                ),
-                None => {
-                    for src in srcs {
-                        assert!(
-                            repo().join(src).exists(),
-                            "COPY {src}: not in the repository"
-                        );
-                        assert!(
-                            !ignored
-                                .lines()
-                                .any(|l| l.trim() == src.trim_end_matches('/')),
-                            "COPY {src}: excluded by .dockerignore"
-                        );
-                    }
-                }
-            }
-        }
-    }
-    let last = stages.last().unwrap();
-    let entry = dockerfile_binary();
-    let (_, srcs, _) = last
-        .copies
-        .iter()
-        .find(|(from, _, dest)| from.is_some() && *dest == entry)
-        .expect("the final stage copies the binary to its ENTRYPOINT");
-    assert!(
-        srcs[0].ends_with("target/release/mountshare"),
-        "the image ships the release build"
+fn the_image_is_the_static_binary_from_scratch_running_as_non_root() {
+    let from = instruction("FROM");
+    assert_eq!(
+        from,
+        ["scratch"],
+        "the image holds nothing but the binary (no shell, no libc): FROM scratch"
     );
-    // The release binary the image copies (under `cargo test --release`, this one) runs.
+    assert!(
+        instruction("ARG").iter().any(|a| a == "TARGETARCH"),
+        "one Dockerfile for every platform of a buildx build"
+    );
+    let entry = dockerfile_binary();
+    let copies = instruction("COPY");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let words: Vec<&str> = copies[0].split_whitespace().collect();
+    assert_eq!(
+        words.last(),
+        Some(&entry.as_str()),
+        "COPY puts the binary at the ENTRYPOINT"
+    );
+    assert!(
+        words.contains(&"--chmod=0755"),
+        "artifacts lose their mode bits"
+    );
+    let src = words[words.len() - 2];
+    assert_eq!(src, "dist/${TARGETARCH}/mountshare");
+    // The context holds what scripts/build-static writes, and .dockerignore lets it through.
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    let build = std::fs::read_to_string(repo().join("scripts/build-static")).unwrap();
+    assert!(build.contains("dist/$arch/mountshare"));
+    for arch in ["amd64", "arm64"] {
+        let path = src.replace("${TARGETARCH}", arch);
+        assert!(
+            ignore.lines().any(|l| l.trim() == format!("!{path}")),
+            ".dockerignore must admit {path}"
+        );
+        assert!(
+            build.contains(&format!("{arch})")),
+            "build-static builds {arch}"
+        );
+    }
+    let user = instruction("USER");
+    let uid = user
+        .last()
+        .expect("USER")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        uid.parse::<u32>().is_ok_and(|u| u != 0),
+        "a numeric non-root USER (scratch has no /etc/passwd): {user:?}"
+    );
+    assert!(
+        instruction("ENV")
+            .iter()
+            .any(|e| e == "PATH=/usr/local/bin"),
+        "kubectl exec POD -- mountshare ... finds it"
+    );
+    assert!(
+        !instruction("RUN").iter().any(|_| true),
+        "nothing runs in a scratch image"
+    );
+
+    // The binary prints the workspace's version (the release's name).
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("mountshare "),
-        "mountshare --version prints its name and version"
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("mountshare {}", workspace_version())
     );
     // The manifests run that path or no path at all (the image's ENTRYPOINT).
     if skip_k8s() {
