@@ -1480,3 +1480,106 @@ fn the_app_template_values_mount_what_the_component_mounts() {
     assert_eq!(g["mountPropagation"], "HostToContainer");
     assert_eq!(g["mountPropagation"], mount["mountPropagation"]);
 }
+
+/// The first ```yaml block after `heading` in docs/DEPLOY.md.
+fn deploy_doc_yaml(heading: &str) -> String {
+    let doc = std::fs::read_to_string(repo().join("docs/DEPLOY.md")).unwrap();
+    let section = &doc[doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("DEPLOY.md has no {heading:?}"))..];
+    let block = &section[section.find("```yaml\n").expect("a yaml block") + 8..];
+    block[..block.find("```").unwrap()].to_string()
+}
+
+#[test]
+fn the_health_port_changes_with_the_patch_deploy_md_gives() {
+    if skip_k8s() {
+        return;
+    }
+    let unit =
+        deploy().join("examples/homelab/clusters/homelab/apps/media/decypharr-streaming/app");
+    let dir = tempfile::Builder::new()
+        .prefix("health-port-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let rel = relative(
+        &dir.path().canonicalize().unwrap(),
+        &unit.canonicalize().unwrap(),
+    );
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{}]\n{}",
+            rel.display(),
+            deploy_doc_yaml("## The health port")
+        ),
+    )
+    .unwrap();
+    let docs = documents(&render(dir.path()));
+    let agent = containers(&docs)
+        .into_iter()
+        .find(|c| c.runs_mountshare("attach"))
+        .unwrap();
+    let port = port_of(&agent.flag("--listen-health").unwrap());
+    assert_ne!(port, 29750, "the patch changed --listen-health");
+    assert_eq!(agent.port_number(&Value::from("health")), Some(port));
+    assert_eq!(
+        agent.pod_metadata()["annotations"]["prometheus.io/port"].as_str(),
+        Some(port.to_string().as_str())
+    );
+}
+
+#[test]
+fn the_pull_secret_patch_deploy_md_gives_reaches_every_pod_that_pulls_the_image() {
+    if skip_k8s() {
+        return;
+    }
+    let unit =
+        deploy().join("examples/homelab/clusters/homelab/apps/media/decypharr-streaming/app");
+    let dir = tempfile::Builder::new()
+        .prefix("pull-secret-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let rel = relative(
+        &dir.path().canonicalize().unwrap(),
+        &unit.canonicalize().unwrap(),
+    );
+    let patch = deploy_doc_yaml("**A package on GHCR starts private.**");
+    let patch: String = patch
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!("resources: [{}]\n{patch}", rel.display()),
+    )
+    .unwrap();
+    let docs = documents(&render(dir.path()));
+    let mut pulling = 0;
+    for c in containers(&docs).into_iter().filter(|c| {
+        c.c["image"]
+            .as_str()
+            .is_some_and(|i| i.contains("mountshare"))
+    }) {
+        pulling += 1;
+        let secrets = if c.pod["imagePullSecrets"].is_sequence() {
+            &c.pod["imagePullSecrets"]
+        } else {
+            let sa = c.pod["serviceAccountName"].as_str().unwrap_or("default");
+            &docs
+                .iter()
+                .find(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == sa)
+                .unwrap_or_else(|| {
+                    panic!("{}: no pull secret and no ServiceAccount {sa}", c.name())
+                })["imagePullSecrets"]
+        };
+        assert!(
+            secrets
+                .as_sequence()
+                .is_some_and(|s| s.iter().any(|x| x["name"] == "ghcr-pull")),
+            "{}: pulls the image without the secret",
+            c.name()
+        );
+    }
+    assert!(pulling >= 2);
+}
