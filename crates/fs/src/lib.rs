@@ -6,6 +6,7 @@
 
 mod attr;
 mod error;
+pub mod fuse_conn;
 mod local;
 mod open_files;
 mod path;
