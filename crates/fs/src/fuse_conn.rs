@@ -386,13 +386,32 @@ impl FuseConnection {
     pub fn raise(&self, target: FuseLimits) -> Result<(FuseLimits, FuseLimits), FuseConnError> {
         let before = self.limits()?;
         let wanted = before.raised_to(target);
-        if wanted.max_background != before.max_background {
-            self.write_value("max_background", wanted.max_background)?;
-        }
         if wanted.congestion_threshold != before.congestion_threshold {
             self.write_value("congestion_threshold", wanted.congestion_threshold)?;
         }
+        if wanted.max_background != before.max_background {
+            self.write_value("max_background", wanted.max_background)?;
+            self.wake_blocked(wanted.max_background);
+        }
         Ok((before, self.limits()?))
+    }
+
+    /// Wake the readers already blocked waiting for a background slot.
+    ///
+    /// When the connection was full (a stall in progress), readers sleep in the kernel as
+    /// *exclusive* waiters, and a write of `max_background` wakes only one of them; the next one
+    /// is woken only when a background request completes, which may be never while the daemon is
+    /// stuck. So a raised limit would help new readers but leave those already waiting asleep.
+    /// Each further write of the same value wakes one more: write it once per request the
+    /// connection has in flight (`waiting`, which counts them all), at most `max_background`
+    /// times. Writing the same value changes nothing else, and with no one waiting it is a no-op.
+    fn wake_blocked(&self, max_background: u32) {
+        let waiting = self.waiting().unwrap_or(0).min(max_background);
+        for _ in 0..waiting {
+            if self.write_value("max_background", max_background).is_err() {
+                break;
+            }
+        }
     }
 
     fn read_value(&self, name: &str) -> Result<u32, FuseConnError> {

@@ -1,7 +1,8 @@
 //! `mountshare_fs::fuse_conn` on a real FUSE mount (hangfs keeping the kernel's default
 //! `max_background` of 12, as rclone and go-fuse do): it finds the connection under
 //! /sys/fs/fuse/connections (mounting fusectl if needed), raises both limits, and a healthy read
-//! then gets through while the connection's 12 default slots are held by hung reads.
+//! then gets through while the connection's 12 default slots are held by hung reads, including
+//! one that was already waiting for a slot when the tuning was applied.
 //!
 //! Needs root and /dev/fuse (both are there in CI); skips with a message otherwise.
 
@@ -24,8 +25,19 @@ fn fusectl_mounted() -> bool {
         .any(|l| l.contains(" - fusectl ") && l.split(' ').nth(4) == Some(CONNECTIONS_DIR))
 }
 
+/// Polls `done` (a kernel counter, which has no event to wait on) for up to a minute.
+fn wait_until(mut done: impl FnMut() -> bool, what: &str) {
+    for _ in 0..6000 {
+        if done() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("timed out waiting for {what}");
+}
+
 #[test]
-fn tuning_raises_the_limits_and_a_healthy_read_gets_past_twelve_hung_ones() {
+fn tuning_raises_the_limits_and_healthy_reads_get_past_twelve_hung_ones() {
     if !Path::new("/dev/fuse").exists() || !rustix::process::geteuid().is_root() {
         eprintln!("SKIPPED fuse tuning: needs root and /dev/fuse");
         return;
@@ -85,6 +97,27 @@ fn tuning_raises_the_limits_and_a_healthy_read_gets_past_twelve_hung_ones() {
         conn.waiting().unwrap()
     );
 
+    // A healthy read now waits in the kernel for a slot, behind the hung ones.
+    let healthy = mnt.join("ok/healthy-5M.bin");
+    let want = md5_file(&source.join("ok/healthy-5M.bin")).unwrap();
+    let read_healthy = || {
+        let (sum_tx, sum_rx) = mpsc::channel();
+        let healthy = healthy.clone();
+        std::thread::spawn(move || {
+            let _ = sum_tx.send(std::fs::read(healthy).map(|d| md5_bytes(&d)));
+        });
+        sum_rx
+    };
+    let blocked = read_healthy();
+    wait_until(
+        || conn.waiting().unwrap() >= 21,
+        "the healthy read to wait on the connection",
+    );
+    assert!(
+        blocked.try_recv().is_err(),
+        "the healthy read got a slot untuned"
+    );
+
     let outcome = tune_path(&mnt, 256);
     let FuseTuneOutcome::Raised {
         connection,
@@ -110,18 +143,18 @@ fn tuning_raises_the_limits_and_a_healthy_read_gets_past_twelve_hung_ones() {
     assert_eq!(read("congestion_threshold").trim(), "192");
     println!("{outcome}");
 
-    // A healthy file reads through while the 12 stay hung. Without the tuning this read waits
-    // for a slot until the hung reads are released: the bound below would then fail the test.
-    let healthy = mnt.join("ok/healthy-5M.bin");
-    let (sum_tx, sum_rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = sum_tx.send(std::fs::read(healthy).map(|d| md5_bytes(&d)));
-    });
-    let sum = sum_rx
-        .recv_timeout(Duration::from_secs(60))
-        .expect("a healthy read gets past hung ones once tuned")
-        .unwrap();
-    assert_eq!(sum, md5_file(&source.join("ok/healthy-5M.bin")).unwrap());
+    // The read that was already waiting gets through (the kernel wakes one waiter per write of
+    // the limit; tuning wakes them all), and so does a new one, while the 12 stay hung. Without
+    // the tuning both wait until the hung reads are released: the bounds would fail the test.
+    let bound = Duration::from_secs(60);
+    let sum = blocked
+        .recv_timeout(bound)
+        .expect("the waiting read gets through once tuned");
+    assert_eq!(sum.unwrap(), want);
+    let sum = read_healthy()
+        .recv_timeout(bound)
+        .expect("a new read gets through");
+    assert_eq!(sum.unwrap(), want);
     assert!(fs.hung().unwrap() >= 12);
 
     // Applying it again changes nothing; it never lowers; 0 leaves the connection alone.
