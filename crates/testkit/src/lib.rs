@@ -6,6 +6,8 @@
 pub mod ganesha;
 pub mod hangfs;
 pub mod libnfs;
+pub mod origin;
+pub mod rclone;
 pub mod server;
 pub mod tree;
 pub mod vm;
