@@ -36,6 +36,8 @@ pub struct OriginOptions {
     pub ttfb_on_head: bool,
     /// Cap of each response body, in bytes per second (`None`: as fast as the socket goes).
     pub bandwidth: Option<u64>,
+    /// Print every request to stderr as it is answered (method, path, range, status).
+    pub trace: bool,
 }
 
 /// How long requests of a hanging path hang.
@@ -380,12 +382,16 @@ fn respond(shared: &Shared, out: &mut TcpStream, req: &Request) -> std::io::Resu
         if state.log.len() >= MAX_LOG {
             state.log.remove(0);
         }
-        state.log.push(RequestRecord {
+        let record = RequestRecord {
             method: req.method.clone(),
             path: req.path.clone(),
             range: req.range.map(RangeSpec::as_record),
             status,
-        });
+        };
+        if state.options.trace {
+            eprintln!("{} {} {:?} {}", record.method, record.path, record.range, record.status);
+        }
+        state.log.push(record);
     };
     if req.method != "GET" && !head_only {
         log(405);
