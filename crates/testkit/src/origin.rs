@@ -389,7 +389,10 @@ fn respond(shared: &Shared, out: &mut TcpStream, req: &Request) -> std::io::Resu
             status,
         };
         if state.options.trace {
-            eprintln!("{} {} {:?} {}", record.method, record.path, record.range, record.status);
+            eprintln!(
+                "{} {} {:?} {}",
+                record.method, record.path, record.range, record.status
+            );
         }
         state.log.push(record);
     };
