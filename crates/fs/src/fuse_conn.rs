@@ -55,10 +55,10 @@ pub const KERNEL_MAX_LIMIT: u32 = 65_535;
 ///
 /// Why 256:
 /// - It must stay well above the number of reads that can be stuck in the daemon at once on
-///   behalf of our server, so that healthy reads always find a free slot. The server bounds its
-///   stuck backend calls with a cap of its own (far below this), and one stuck `pread` of a 1 MiB
-///   NFS READ holds only as many background requests as the readahead window needs (one per
-///   `max_pages` of it; one for the 128 KiB windows of rclone and go-fuse).
+///   behalf of our server, so that healthy reads always find a free slot: the server's cap on
+///   stuck backend calls must stay well below it (at most half). One stuck `pread` of a 1 MiB NFS
+///   READ holds only as many background requests as the readahead window needs (one per
+///   `max_pages` of it): measured, one for the 128 KiB window of hangfs, rclone and go-fuse.
 /// - The cost of a higher limit is only what is actually outstanding: each pending request pins
 ///   at most `max_pages` pages (128 KiB to 1 MiB), so 256 stuck requests pin 32 to 256 MiB in the
 ///   worst case, and the daemon sees up to 256 concurrent reads, which rclone and go-fuse serve
