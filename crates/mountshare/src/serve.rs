@@ -52,9 +52,17 @@ pub struct ServeArgs {
     pub backend_timeout: Duration,
 
     /// Calls past the backend timeout that may still be running in the exported file system
-    /// (one blocking thread each); past it, new calls are told to retry at once.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    /// (one blocking thread each, and in FUSE one background request); past it, new calls are
+    /// told to retry at once. Keep it at most half of --fuse-max-background.
+    #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_stuck_calls: usize,
+
+    /// When DIR is a FUSE mount, raise its kernel connection's max_background to N (and
+    /// congestion_threshold to 3/4 of N), never lowering them, at start and whenever the mount is
+    /// replaced. The kernel's default, 12, lets 12 hung reads stall every read of the mount.
+    /// 0 leaves the connection alone.
+    #[arg(long, value_name = "N", default_value_t = mountshare_fs::fuse_conn::DEFAULT_MAX_BACKGROUND)]
+    pub fuse_max_background: u32,
 
     /// A name the export root must hold (repeatable). A listing of a root that lacks one is
     /// answered NFS3ERR_JUKEBOX (clients wait), never as an empty or partial library. For
@@ -163,7 +171,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             None
         };
         let mut follower = Follower::with(source.clone(), dir.clone(), accept);
-        let mut first = served(follower.check()?)?;
+        let tune = |change: &Change| tune_fuse(change, args.fuse_max_background);
+        let change = follower.check()?;
+        tune(&change);
+        let mut first = served(change)?;
         if fuse_only {
             // A FUSE daemon of ours (or of a sidecar's neighbour) is on its way: wait for it
             // before listening, so that nothing is served before it.
@@ -177,7 +188,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     Event::Stop => return Ok(ExitCode::SUCCESS),
                     Event::Tick => {}
                 }
-                first = served(follower.check()?)?;
+                let change = follower.check()?;
+                tune(&change);
+                first = served(change)?;
             }
         } else if first.is_none() {
             tracing::warn!(dir = %dir.display(), "nothing is mounted at DIR: calls are answered JUKEBOX (clients wait) until something is");
@@ -198,7 +211,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Event::Tick => {}
             }
             match follower.check() {
-                Ok(change) => report(change),
+                Ok(change) => {
+                    tune(&change);
+                    report(change)
+                }
                 Err(e) => {
                     tracing::error!("{:#}", anyhow::Error::from(e));
                     break ExitCode::FAILURE;
@@ -209,6 +225,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let _ = serving.await;
         Ok(code)
     })
+}
+
+/// Raise the FUSE connection limits of a mount just found (`mountshare_fs::fuse_conn`), and
+/// say what was done, once per mount.
+fn tune_fuse(change: &Change, max_background: u32) {
+    let Change::Opened(found) = change else {
+        return;
+    };
+    let outcome = mountshare_fs::fuse_conn::tune_path(&found.open_path, max_background);
+    if outcome.is_warning() {
+        tracing::warn!(mount = %found, "could not raise the FUSE connection's limits: {outcome}; 12 hung reads can then stall every read of this mount");
+    } else {
+        tracing::info!(mount = %found, "{outcome}");
+    }
 }
 
 /// What the first check found to serve; a mount found that cannot be opened is an error.

@@ -40,7 +40,7 @@ impl Default for Limits {
             total_in_flight: 256,
             max_record: (1 << 20) + (64 << 10),
             drain_timeout: Duration::from_secs(10),
-            max_stuck: 256,
+            max_stuck: 128,
             per_connection_queued_bytes: 8 << 20,
         }
     }
