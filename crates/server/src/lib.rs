@@ -3,6 +3,7 @@
 //!
 //! Only [`Server`] and its configuration are public; docs/ARCHITECTURE.md maps the modules.
 
+mod allow;
 mod auth;
 mod buffers;
 mod config;
@@ -21,6 +22,7 @@ mod server;
 mod splice;
 mod stall;
 
+pub use allow::{AllowList, Cidr, CidrError};
 pub use config::{Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID};
 pub use server::{Observer, Server, ServerError};
 pub use stall::StallStats;
