@@ -8,6 +8,7 @@ mod auth;
 mod buffers;
 mod config;
 mod connection;
+mod conns;
 mod dircache;
 mod dispatch;
 mod error;
@@ -15,6 +16,7 @@ mod export;
 mod handle;
 mod mount;
 mod nfs;
+mod outbox;
 mod portmap;
 mod reply;
 mod resolve;
@@ -23,7 +25,10 @@ mod splice;
 mod stall;
 
 pub use allow::{AllowList, Cidr, CidrError};
-pub use config::{Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID};
+pub use config::{
+    Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID, DEFAULT_IDLE_TIMEOUT,
+};
+pub use conns::ConnectionStats;
 pub use server::{Observer, Server, ServerError};
 pub use stall::StallStats;
 

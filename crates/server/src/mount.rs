@@ -27,7 +27,12 @@ pub(crate) fn call(
         mountproc3::NULL => reply.success(),
         mountproc3::MNT if vers == MOUNT_V3 => {
             let DirPath(path) = decode_args(args)?;
-            let res = mnt(export, &path);
+            let res = if export.allows(peer.ip()) {
+                mnt(export, &path)
+            } else {
+                tracing::info!(peer = %peer, "MNT refused: the client is not in the allow-list");
+                MountRes3::Fail(MountStat3::Acces)
+            };
             if matches!(res, MountRes3::Ok(_)) {
                 export.record_mount(peer, &String::from_utf8_lossy(&path));
                 tracing::info!(peer = %peer, path = %String::from_utf8_lossy(&path), "client mounted");
