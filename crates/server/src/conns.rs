@@ -262,11 +262,13 @@ impl Conns {
     /// `after`. Returns `false` when the total beyond the bounds has passed the server's room for
     /// it, in which case the connection that grew should be closed.
     pub(crate) fn overflow(&self, before: usize, after: usize) -> bool {
-        if after >= before {
-            let total = self.overflow.fetch_add(after - before, Ordering::Relaxed) + after - before;
-            after == before || total <= self.overflow_max
+        if after > before {
+            let grown = after - before;
+            self.overflow.fetch_add(grown, Ordering::Relaxed) + grown <= self.overflow_max
         } else {
-            self.overflow.fetch_sub(before - after, Ordering::Relaxed);
+            if after < before {
+                self.overflow.fetch_sub(before - after, Ordering::Relaxed);
+            }
             true
         }
     }

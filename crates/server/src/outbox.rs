@@ -72,6 +72,8 @@ struct State {
     /// Someone is writing: a call's thread, or the writer task. Only they touch the socket.
     writing: bool,
     closed: bool,
+    /// The level last published.
+    level: Level,
 }
 
 /// One connection's replies on their way out.
@@ -103,6 +105,7 @@ impl Outbox {
                 queued: 0,
                 writing: false,
                 closed: false,
+                level: Level::Empty,
             }),
             wake: Notify::new(),
             level: watch::channel(Level::Empty).0,
@@ -123,7 +126,7 @@ impl Outbox {
 
     /// Publish the level `st` is at, for those waiting on it (under the state's lock, so that
     /// what they see is never older than what they checked).
-    fn publish(&self, st: &State) {
+    fn publish(&self, st: &mut State) {
         let level = if st.closed {
             Level::Closed
         } else if st.queued >= self.bound {
@@ -133,11 +136,10 @@ impl Outbox {
         } else {
             Level::Some
         };
-        self.level.send_if_modified(|l| {
-            let changed = *l != level;
-            *l = level;
-            changed
-        });
+        if level != st.level {
+            st.level = level;
+            self.level.send_replace(level);
+        }
     }
 
     /// Account `add` more bytes queued (or `sent` fewer); false if the excess over this
@@ -196,7 +198,7 @@ impl Outbox {
             return;
         }
         st.writing = true;
-        self.publish(&st);
+        self.publish(&mut st);
         drop(st);
         self.write_here(out);
     }
@@ -245,7 +247,7 @@ impl Outbox {
             let next = st.queue.pop_front();
             if next.is_none() {
                 st.writing = false;
-                self.publish(&st);
+                self.publish(&mut st);
             }
             drop(st);
             out.reply.recycle(self.export.read_buffers());
@@ -281,7 +283,7 @@ impl Outbox {
                     Some(out) => out,
                     None => {
                         st.writing = false;
-                        self.publish(&st);
+                        self.publish(&mut st);
                         return true;
                     }
                 }
