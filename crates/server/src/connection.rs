@@ -22,7 +22,7 @@ use mountshare_proto::record::RecordDecoder;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -96,7 +96,7 @@ pub(crate) async fn serve(
         global,
     } = shared;
     let link = registered.link.clone();
-    let (mut rd, wr) = stream.into_split();
+    let (rd, wr) = stream.into_split();
     let outbox = Outbox::new(
         wr,
         limits.per_connection_reply_bytes,
@@ -120,7 +120,7 @@ pub(crate) async fn serve(
     let queued_max = limits.per_connection_queued_bytes.max(limits.max_record);
     let queued = Arc::new(Semaphore::new(queued_max));
     let mut decoder = RecordDecoder::new(limits.max_record);
-    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut buf = BytesMut::new();
     let mut calls = JoinSet::new();
     let idle = limits.idle_timeout;
     let mut idle_check = link.last_active() + idle;
@@ -151,10 +151,15 @@ pub(crate) async fn serve(
             _ = stop.changed() => break End::Stop,
             _ = link.closing() => break End::Evicted,
         }
+        // An idle connection holds no buffer: one is taken when bytes arrive.
+        if buf.is_empty() && buf.capacity() > 0 {
+            buf = BytesMut::new();
+        }
         tokio::select! {
-            n = rd.read_buf(&mut buf) => match n {
+            n = read_some(&rd, &mut buf) => match n {
                 Ok(0) => break End::Left,
                 Ok(_) => link.touch(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "read failed");
                     break End::Left;
@@ -192,6 +197,16 @@ pub(crate) async fn serve(
     let _ = writer.await;
     tracing::debug!(%peer, ?end, evicted = link.was_evicted(), "connection closed");
     drop(registered);
+}
+
+/// Wait until the client sent something, then read what there is into `buf` (made room for
+/// only then). `WouldBlock` when the wake-up was spurious.
+async fn read_some(rd: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+    rd.readable().await?;
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 << 10);
+    }
+    rd.try_read_buf(buf)
 }
 
 /// One call, from arrival to its reply: join an equal call or lead it, wait for a lane, work

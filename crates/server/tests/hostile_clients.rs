@@ -343,7 +343,7 @@ async fn idle_connections_are_closed_and_clients_reconnect() {
         Fault::hold().on(|p| p.file_name().starts_with(b"slow")),
     );
     let _release = fs.releaser();
-    let idle = Duration::from_millis(300);
+    let idle = Duration::from_millis(500);
     let srv = TestServer::start_with(fs.clone(), |c| {
         c.limits.idle_timeout = idle;
         c.backend_timeout = Duration::from_secs(600);
