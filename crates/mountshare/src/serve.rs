@@ -70,6 +70,33 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME")]
     pub expect: Vec<String>,
 
+    /// Only clients at these addresses may connect and mount: an address (`192.168.1.7`) or a
+    /// block (`10.42.0.0/16`, `fd00::/8`); repeatable. Default: everyone. A connection from
+    /// elsewhere is closed at once, and MNT answers MNT3ERR_ACCES. On k3s: the pod CIDR
+    /// (10.42.0.0/16, which holds the nodes' flannel addresses too) and the nodes' addresses.
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<mountshare_server::Cidr>,
+
+    /// Close a connection with nothing going on (no call, no reply on its way) for this long.
+    /// The Linux client reconnects transparently at its next call. E.g. 6m, 90s.
+    #[arg(long, value_name = "DURATION", default_value = "6m", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+
+    /// Connections served at once. At the limit, the least recently active one is closed to
+    /// admit a new one, so idle connections never lock a client out.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Connections one client address may hold; more from that address are closed at once. A
+    /// Linux client uses one connection per server (nconnect=N: N).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_connections_per_address: usize,
+
+    /// Bytes of replies one connection may have waiting for its client to read them; at it,
+    /// the connection is not read until the client catches up. E.g. 8MiB.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_reply_queue)]
+    pub max_queued_replies: usize,
+
     /// Start COMMAND (given after `--`) as a child, wait until it has a FUSE file system mounted
     /// at DIR, serve it, pass SIGTERM, SIGINT and SIGHUP on to the child, and exit with the
     /// child's status when it exits.
@@ -108,13 +135,47 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
     config.limits.max_stuck = args.max_stuck_calls;
     config.backend_timeout = args.backend_timeout;
     config.expect = args.expect.iter().map(|n| n.as_bytes().to_vec()).collect();
+    config.allow = mountshare_server::AllowList::only(args.allow.clone());
+    config.limits.idle_timeout = args.idle_timeout;
+    config.limits.max_connections = args.max_connections.max(1);
+    config.limits.max_connections_per_address = args.max_connections_per_address.max(1);
+    config.limits.per_connection_reply_bytes = args.max_queued_replies;
     if args.portmap {
         config.portmap_listen = Some(SocketAddr::new(args.listen.ip(), 111));
     }
     config
 }
 
-/// The async runtime, with a blocking thread for every call that may be in flight.
+fn parse_cidr(text: &str) -> Result<mountshare_server::Cidr, String> {
+    text.parse()
+        .map_err(|e: mountshare_server::CidrError| e.to_string())
+}
+
+/// At least a 64 KiB reply, at most 1 GiB.
+fn parse_reply_queue(text: &str) -> Result<usize, String> {
+    let n = mountshare_units::parse_size(text)?;
+    if !(64 << 10..=1 << 30).contains(&n) {
+        return Err("must be from 64KiB to 1GiB".into());
+    }
+    Ok(n as usize)
+}
+
+/// Raise the soft limit on open descriptors to the hard one: every connection holds one, and
+/// `--max-connections` (1024) is the default soft limit by itself.
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the limit on open files; connections past it wait in the listen backlog");
+        }
+    }
+}
+
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     let d = mountshare_units::parse_duration(text)?;
     if d.is_zero() {
@@ -123,10 +184,11 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The async runtime, with a blocking thread for every call that may be in flight.
 fn runtime(config: &ServerConfig) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // Both lanes at full, every stuck call, and the threads that write JUKEBOX replies.
+        // Both lanes at full, every stuck call, and some to spare.
         .max_blocking_threads(2 * config.limits.total_in_flight + config.limits.max_stuck + 64)
         .build()
         .context("cannot start the async runtime")
@@ -162,6 +224,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let interval = Duration::from_secs(args.check_interval);
     let config = server_config(&args);
+    raise_descriptor_limit();
     let runtime = runtime(&config)?;
     runtime.block_on(async move {
         let mut signals = Signals::new()?;

@@ -3,10 +3,12 @@
 //!
 //! Only [`Server`] and its configuration are public; docs/ARCHITECTURE.md maps the modules.
 
+mod allow;
 mod auth;
 mod buffers;
 mod config;
 mod connection;
+mod conns;
 mod dircache;
 mod dispatch;
 mod error;
@@ -14,6 +16,7 @@ mod export;
 mod handle;
 mod mount;
 mod nfs;
+mod outbox;
 mod portmap;
 mod reply;
 mod resolve;
@@ -21,7 +24,11 @@ mod server;
 mod splice;
 mod stall;
 
-pub use config::{Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID};
+pub use allow::{AllowList, Cidr, CidrError};
+pub use config::{
+    Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID, DEFAULT_IDLE_TIMEOUT,
+};
+pub use conns::ConnectionStats;
 pub use server::{Observer, Server, ServerError};
 pub use stall::StallStats;
 
