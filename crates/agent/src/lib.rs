@@ -7,6 +7,7 @@ pub mod backoff;
 mod fake;
 pub mod health;
 pub mod metrics;
+pub mod netns;
 pub mod ops;
 pub mod real;
 pub mod reconcile;

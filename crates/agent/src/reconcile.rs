@@ -113,6 +113,14 @@ impl Shared {
         self.ready.load(Ordering::Acquire)
     }
 
+    /// Not ready, in `state` for `reason`, with no reconcile loop running (an agent that must
+    /// not mount, e.g. outside the host's network namespace).
+    pub fn hold(&self, state: &str, reason: &str) {
+        self.ready.store(false, Ordering::Release);
+        *self.status.lock().unwrap_or_else(|p| p.into_inner()) =
+            (state.to_owned(), reason.to_owned());
+    }
+
     /// Set readiness and status directly (for tests of readers of this state).
     #[doc(hidden)]
     pub fn set_for_test(&self, ready: bool, state: &str, reason: &str) {

@@ -88,16 +88,40 @@ impl LocalFs {
         self.open_beneath(path, OFlags::PATH | OFlags::NOFOLLOW)
     }
 
+    /// Open the regular file at `path` for READ. Never waits: anything but a regular file is
+    /// refused, a directory with EISDIR and everything else (FIFO, socket, device, symlink)
+    /// with EINVAL, as the Linux server answers a READ of them (NFS3ERR_ISDIR, NFS3ERR_INVAL).
+    ///
+    /// A plain `open(O_RDONLY)` of a FIFO waits for a writer that may never come, so:
+    /// 1. the type is checked first on an `O_PATH` descriptor, which opens nothing: a device's
+    ///    driver never sees an open from a client's READ (opening some devices does something,
+    ///    such as arming a watchdog or rewinding a tape), and a socket or FIFO is never opened;
+    /// 2. the file is then opened with `O_NONBLOCK | O_NOCTTY` and its type checked again on the
+    ///    opened descriptor: if the path was swapped for a FIFO in between, the open still
+    ///    returns at once (a read-only non-blocking open of a FIFO does not wait for a writer);
+    /// 3. `O_NONBLOCK` is cleared with `F_SETFL` before the descriptor is used. Linux ignores
+    ///    it for `pread` and `splice` of a regular file, but FUSE copies the descriptor's flags
+    ///    into every READ request it sends the daemon, and a daemon may take it as "don't wait"
+    ///    (EAGAIN while it fetches data) and fail reads a plain open would have served. Only
+    ///    the daemon's OPEN request carries `O_NONBLOCK`, where for a regular file it asks for
+    ///    nothing (a daemon that opens a backing file with the same flags gets a non-blocking
+    ///    open of a regular file, which behaves as a blocking one).
+    ///
+    /// Cost: one extra `O_PATH` lookup and `fstat` per open-file-cache miss (a hit opens
+    /// nothing).
     fn open_for_read(&self, path: &RelPath) -> Result<(Arc<File>, Attr), FsError> {
-        let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY)?;
+        let probe = self.open_path(path)?;
+        refuse_unless_regular(&Attr::from_stat(&rustix::fs::fstat(&probe)?))?;
+        drop(probe);
+        let fd = self.open_beneath(
+            path,
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NOCTTY | OFlags::NONBLOCK,
+        )?;
         let attr = Attr::from_stat(&rustix::fs::fstat(&fd)?);
-        match attr.kind {
-            FileKind::Regular => Ok((Arc::new(File::from(fd)), attr)),
-            FileKind::Directory => Err(FsError::Os(crate::error::Errno(libc_eisdir()))),
-            _ => Err(FsError::Os(crate::error::Errno(
-                rustix::io::Errno::INVAL.raw_os_error(),
-            ))),
-        }
+        refuse_unless_regular(&attr)?;
+        let flags = rustix::fs::fcntl_getfl(&fd)?;
+        rustix::fs::fcntl_setfl(&fd, flags.difference(OFlags::NONBLOCK))?;
+        Ok((Arc::new(File::from(fd)), attr))
     }
 
     fn cached_file(&self, path: &RelPath) -> Result<Arc<File>, FsError> {
@@ -120,8 +144,17 @@ impl LocalFs {
     }
 }
 
-fn libc_eisdir() -> i32 {
-    rustix::io::Errno::ISDIR.raw_os_error()
+/// Only regular files are read: EISDIR for a directory, EINVAL for any other type.
+fn refuse_unless_regular(attr: &Attr) -> Result<(), FsError> {
+    match attr.kind {
+        FileKind::Regular => Ok(()),
+        FileKind::Directory => Err(rustix::io::Errno::ISDIR.into()),
+        FileKind::Symlink
+        | FileKind::Fifo
+        | FileKind::Socket
+        | FileKind::CharDevice
+        | FileKind::BlockDevice => Err(rustix::io::Errno::INVAL.into()),
+    }
 }
 
 impl Backend for LocalFs {
@@ -261,6 +294,106 @@ mod tests {
         let mut buf = [0u8; 4];
         let err = fs.read(&p("dir"), 0, &mut buf).unwrap_err();
         assert_eq!(err.errno(), Some(rustix::io::Errno::ISDIR.raw_os_error()));
+    }
+
+    /// Run `f` on its own thread; fail (rather than hang the suite) if it has not returned
+    /// within 10 s, which only a read that waits for a FIFO writer would take.
+    fn returns_promptly<T: Send + 'static>(
+        what: &str,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> T {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|_| panic!("{what} did not return within 10 s: it blocked"))
+    }
+
+    fn read_err(fs: &Arc<LocalFs>, path: &str) -> Option<i32> {
+        let (fs, path) = (fs.clone(), p(path));
+        returns_promptly(&format!("READ of {path:?}"), move || {
+            let mut buf = [0u8; 16];
+            let read = fs.read(&path, 0, &mut buf).map(|r| r.bytes);
+            let open = fs.open_file(&path).expect("LocalFs offers descriptors");
+            assert_eq!(read.is_err(), open.is_err(), "read and open_file agree");
+            read.unwrap_err().errno()
+        })
+    }
+
+    const EINVAL: Option<i32> = Some(rustix::io::Errno::INVAL.raw_os_error());
+
+    #[test]
+    fn read_of_a_fifo_is_einval_at_once() {
+        let t = tempfile::tempdir().unwrap();
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            t.path().join("fifo"),
+            rustix::fs::FileType::Fifo,
+            Mode::from_raw_mode(0o644),
+            0,
+        )
+        .unwrap();
+        let fs = Arc::new(LocalFs::open(t.path()).unwrap());
+        assert_eq!(fs.stat(&p("fifo")).unwrap().kind, FileKind::Fifo);
+        // Twice: the refusal is not cached as an open file.
+        assert_eq!(read_err(&fs, "fifo"), EINVAL);
+        assert_eq!(read_err(&fs, "fifo"), EINVAL);
+        assert_eq!(fs.open_file_stats().open_now, 0);
+    }
+
+    #[test]
+    fn read_of_a_socket_or_symlink_is_einval() {
+        let t = tempfile::tempdir().unwrap();
+        let _listener = std::os::unix::net::UnixListener::bind(t.path().join("sock")).unwrap();
+        symlink("sock", t.path().join("link")).unwrap();
+        let fs = Arc::new(LocalFs::open(t.path()).unwrap());
+        assert_eq!(fs.stat(&p("sock")).unwrap().kind, FileKind::Socket);
+        assert_eq!(read_err(&fs, "sock"), EINVAL);
+        assert_eq!(read_err(&fs, "link"), EINVAL);
+    }
+
+    #[test]
+    fn read_of_a_device_node_is_einval_without_opening_it() {
+        let t = tempfile::tempdir().unwrap();
+        // The null device, a loop device, and a device of a major reserved for local use that
+        // no driver claims: opening that one fails (ENXIO, or EACCES on a nodev mount), so
+        // EINVAL shows that the type was checked without opening. mknod needs CAP_MKNOD.
+        let nodes = [
+            ("chr", rustix::fs::FileType::CharacterDevice, (1, 3)),
+            ("blk", rustix::fs::FileType::BlockDevice, (7, 0)),
+            ("unclaimed", rustix::fs::FileType::CharacterDevice, (240, 7)),
+        ];
+        for (name, kind, (major, minor)) in nodes {
+            let made = rustix::fs::mknodat(
+                rustix::fs::CWD,
+                t.path().join(name),
+                kind,
+                Mode::from_raw_mode(0o644),
+                rustix::fs::makedev(major, minor),
+            );
+            if let Err(e) = made {
+                eprintln!("skipping the device-node case: mknod {name}: {e} (needs root)");
+                return;
+            }
+        }
+        let fs = Arc::new(LocalFs::open(t.path()).unwrap());
+        assert_eq!(fs.stat(&p("chr")).unwrap().kind, FileKind::CharDevice);
+        assert_eq!(fs.stat(&p("blk")).unwrap().kind, FileKind::BlockDevice);
+        assert_eq!(read_err(&fs, "chr"), EINVAL);
+        assert_eq!(read_err(&fs, "blk"), EINVAL);
+        assert_eq!(read_err(&fs, "unclaimed"), EINVAL);
+    }
+
+    #[test]
+    fn file_opened_for_read_is_not_left_non_blocking() {
+        let (_t, fs) = tree();
+        let file = fs.open_file(&p("dir/file")).unwrap().unwrap();
+        let flags = rustix::fs::fcntl_getfl(file.as_fd()).unwrap();
+        assert!(!flags.contains(OFlags::NONBLOCK), "flags {flags:?}");
+        let mut buf = [0u8; 11];
+        assert_eq!(fs.read(&p("dir/file"), 0, &mut buf).unwrap().bytes, 11);
+        assert_eq!(&buf, b"hello world");
     }
 
     #[test]

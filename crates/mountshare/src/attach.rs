@@ -2,8 +2,9 @@
 use anyhow::{bail, Context};
 use mountshare_agent::health::{self, HealthState};
 use mountshare_agent::metrics::Metrics;
+use mountshare_agent::netns;
 use mountshare_agent::real::{RealLimits, RealMountOps};
-use mountshare_agent::reconcile::{Config, Reconciler};
+use mountshare_agent::reconcile::{Config, Reconciler, Shared};
 use mountshare_mounts::options::{normalize_export, NfsOptions, ServerAddr};
 use std::net::SocketAddr;
 use std::path::{Component, PathBuf};
@@ -41,7 +42,19 @@ pub struct AttachArgs {
     /// Seconds a probe may take before the mount counts as unresponsive.
     #[arg(long, default_value_t = 10, value_name = "SECS")]
     probe_timeout: u64,
+    /// A /proc of the host's PID namespace, where PID 1 is the host's init: attach mounts only
+    /// from the network namespace of that process (in a pod: a hostPath of the node's /proc,
+    /// or /proc with hostPID: true).
+    #[arg(long, default_value = "/proc", value_name = "DIR")]
+    host_proc: PathBuf,
+    /// Mount even outside the host's network namespace. The mount's connection then lives and
+    /// dies with this process's network namespace (a pod's, on every rollout): for tests.
+    #[arg(long)]
+    allow_pod_network: bool,
 }
+
+/// The state `/readyz` and the metrics show for an agent that refuses to mount from where it is.
+const WRONG_NETWORK: &str = "wrong_network";
 
 /// Absolute and free of symlinks, as mountinfo shows it, without touching the target itself
 /// (it may be a dead NFS mount): only its parent is canonicalized.
@@ -90,6 +103,11 @@ pub fn run(args: AttachArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async move {
+        // Before anything is logged: a SIGTERM from now on is a clean stop.
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("installing the SIGTERM handler")?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing the SIGINT handler")?;
         let listener = match args.listen_health {
             Some(addr) => Some(
                 tokio::net::TcpListener::bind(addr)
@@ -108,6 +126,23 @@ pub fn run(args: AttachArgs) -> anyhow::Result<ExitCode> {
             server = %cfg.server, export = %cfg.export, target = %cfg.target.display(),
             "attach starting"
         );
+        let verdict = netns::check(&args.host_proc);
+        if let Some(line) = netns::refusal(&verdict, &args.host_proc) {
+            if !args.allow_pod_network {
+                // One line, then not ready until stopped: nothing is mounted from here.
+                tracing::error!("{line}");
+                let shared = std::sync::Arc::new(Shared::default());
+                shared.hold(WRONG_NETWORK, &line);
+                metrics.set_state(WRONG_NETWORK);
+                metrics.set_last_error(&line);
+                if let Some(listener) = listener {
+                    tokio::spawn(health::serve(listener, HealthState { shared, metrics }));
+                }
+                wait_for_stop(&mut term, &mut int).await;
+                return Ok(ExitCode::SUCCESS);
+            }
+            tracing::warn!("--allow-pod-network: mounting anyway; {line}");
+        }
         let reconciler = Reconciler::new(
             RealMountOps::new(RealLimits::default()),
             cfg,
@@ -120,12 +155,7 @@ pub fn run(args: AttachArgs) -> anyhow::Result<ExitCode> {
         if let Some(listener) = listener {
             tokio::spawn(health::serve(listener, HealthState { shared, metrics }));
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("installing the SIGTERM handler")?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM received"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
-        }
+        wait_for_stop(&mut term, &mut int).await;
         // The loop's operations are deadline-bounded; don't wait on a stuck kernel call for long.
         let stopped = tokio::task::spawn_blocking(move || agent.stop(Duration::from_secs(15)))
             .await
@@ -135,6 +165,17 @@ pub fn run(args: AttachArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Until SIGTERM or SIGINT.
+async fn wait_for_stop(
+    term: &mut tokio::signal::unix::Signal,
+    int: &mut tokio::signal::unix::Signal,
+) {
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
 }
 
 fn is_root() -> bool {

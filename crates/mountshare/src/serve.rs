@@ -53,15 +53,50 @@ pub struct ServeArgs {
     pub backend_timeout: Duration,
 
     /// Calls past the backend timeout that may still be running in the exported file system
-    /// (one blocking thread each); past it, new calls are told to retry at once.
-    #[arg(long, value_name = "N", default_value_t = 256)]
+    /// (one blocking thread each, and in FUSE one background request); past it, new calls are
+    /// told to retry at once. Keep it at most half of --fuse-max-background.
+    #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_stuck_calls: usize,
+
+    /// When DIR is a FUSE mount, raise its kernel connection's max_background to N (and
+    /// congestion_threshold to 3/4 of N), never lowering them, at start and whenever the mount is
+    /// replaced. The kernel's default, 12, lets 12 hung reads stall every read of the mount.
+    /// 0 leaves the connection alone.
+    #[arg(long, value_name = "N", default_value_t = mountshare_fs::fuse_conn::DEFAULT_MAX_BACKGROUND)]
+    pub fuse_max_background: u32,
 
     /// A name the export root must hold (repeatable). A listing of a root that lacks one is
     /// answered NFS3ERR_JUKEBOX (clients wait), never as an empty or partial library. For
     /// Decypharr: --expect __all__.
     #[arg(long, value_name = "NAME")]
     pub expect: Vec<String>,
+
+    /// Only clients at these addresses may connect and mount: an address (`192.168.1.7`) or a
+    /// block (`10.42.0.0/16`, `fd00::/8`); repeatable. Default: everyone. A connection from
+    /// elsewhere is closed at once, and MNT answers MNT3ERR_ACCES. On k3s: the pod CIDR
+    /// (10.42.0.0/16, which holds the nodes' flannel addresses too) and the nodes' addresses.
+    #[arg(long = "allow", value_name = "CIDR", value_parser = parse_cidr)]
+    pub allow: Vec<mountshare_server::Cidr>,
+
+    /// Close a connection with nothing going on (no call, no reply on its way) for this long.
+    /// The Linux client reconnects transparently at its next call. E.g. 6m, 90s.
+    #[arg(long, value_name = "DURATION", default_value = "6m", value_parser = parse_timeout)]
+    pub idle_timeout: Duration,
+
+    /// Connections served at once. At the limit, the least recently active one is closed to
+    /// admit a new one, so idle connections never lock a client out.
+    #[arg(long, value_name = "N", default_value_t = 1024)]
+    pub max_connections: usize,
+
+    /// Connections one client address may hold; more from that address are closed at once. A
+    /// Linux client uses one connection per server (nconnect=N: N).
+    #[arg(long, value_name = "N", default_value_t = 128)]
+    pub max_connections_per_address: usize,
+
+    /// Bytes of replies one connection may have waiting for its client to read them; at it,
+    /// the connection is not read until the client catches up. E.g. 8MiB.
+    #[arg(long, value_name = "SIZE", default_value = "8MiB", value_parser = parse_reply_queue)]
+    pub max_queued_replies: usize,
 
     /// Start COMMAND (given after `--`) as a child, wait until it has a FUSE file system mounted
     /// at DIR, serve it, pass SIGTERM, SIGINT and SIGHUP on to the child, and exit with the
@@ -111,7 +146,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
     pub read_buffer_pool: usize,
 
-    /// Free zero-copy pipes kept for reuse, by capacity (1 MiB each; kernel memory).
+    /// Zero-copy pipes, free or holding a reply, by capacity (1 MiB each; kernel memory that
+    /// pins page cache); past it, READ copies instead.
     #[arg(long, value_name = "SIZE", default_value = "32MiB", value_parser = parse_bytes)]
     pub pipe_pool: usize,
 
@@ -137,6 +173,11 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
     config.limits.max_stuck = args.max_stuck_calls;
     config.backend_timeout = args.backend_timeout;
     config.expect = args.expect.iter().map(|n| n.as_bytes().to_vec()).collect();
+    config.allow = mountshare_server::AllowList::only(args.allow.clone());
+    config.limits.idle_timeout = args.idle_timeout;
+    config.limits.max_connections = args.max_connections.max(1);
+    config.limits.max_connections_per_address = args.max_connections_per_address.max(1);
+    config.limits.per_connection_reply_bytes = args.max_queued_replies;
     if args.portmap {
         config.portmap_listen = Some(SocketAddr::new(args.listen.ip(), 111));
     }
@@ -165,7 +206,36 @@ fn parse_bytes(text: &str) -> Result<usize, String> {
     usize::try_from(n).map_err(|_| format!("{text}: too large"))
 }
 
-/// The async runtime, with a blocking thread for every call that may be in flight.
+fn parse_cidr(text: &str) -> Result<mountshare_server::Cidr, String> {
+    text.parse()
+        .map_err(|e: mountshare_server::CidrError| e.to_string())
+}
+
+/// At least a 64 KiB reply, at most 1 GiB.
+fn parse_reply_queue(text: &str) -> Result<usize, String> {
+    let n = mountshare_units::parse_size(text)?;
+    if !(64 << 10..=1 << 30).contains(&n) {
+        return Err("must be from 64KiB to 1GiB".into());
+    }
+    Ok(n as usize)
+}
+
+/// Raise the soft limit on open descriptors to the hard one: every connection holds one, and
+/// `--max-connections` (1024) is the default soft limit by itself.
+fn raise_descriptor_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = rustix::process::Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        if let Err(e) = setrlimit(Resource::Nofile, raised) {
+            tracing::warn!(error = %e, "cannot raise the limit on open files; connections past it wait in the listen backlog");
+        }
+    }
+}
+
 fn parse_timeout(text: &str) -> Result<Duration, String> {
     let d = mountshare_units::parse_duration(text)?;
     if d.is_zero() {
@@ -174,10 +244,11 @@ fn parse_timeout(text: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// The async runtime, with a blocking thread for every call that may be in flight.
 fn runtime(config: &ServerConfig) -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        // Both lanes at full, every stuck call, and the threads that write JUKEBOX replies.
+        // Both lanes at full, every stuck call, and some to spare.
         .max_blocking_threads(2 * config.limits.total_in_flight + config.limits.max_stuck + 64)
         .build()
         .context("cannot start the async runtime")
@@ -213,6 +284,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     let interval = Duration::from_secs(args.check_interval);
     let config = server_config(&args);
+    raise_descriptor_limit();
     let runtime = runtime(&config)?;
     runtime.block_on(async move {
         let mut signals = Signals::new()?;
@@ -240,7 +312,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         };
         let mut follower =
             Follower::with(source.clone(), dir.clone(), accept).options(fs_options(&args));
-        let mut first = served(follower.check()?)?;
+        let tune = |change: &Change| tune_fuse(change, args.fuse_max_background);
+        let change = follower.check()?;
+        tune(&change);
+        let mut first = served(change)?;
         if fuse_only {
             // A FUSE daemon of ours (or of a sidecar's neighbour) is on its way: wait for it
             // before listening, so that nothing is served before it.
@@ -254,7 +329,9 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                     Event::Stop => return Ok(ExitCode::SUCCESS),
                     Event::Tick => {}
                 }
-                first = served(follower.check()?)?;
+                let change = follower.check()?;
+                tune(&change);
+                first = served(change)?;
             }
         } else if first.is_none() {
             tracing::warn!(dir = %dir.display(), "nothing is mounted at DIR: calls are answered JUKEBOX (clients wait) until something is");
@@ -287,7 +364,10 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Event::Tick => {}
             }
             match follower.check() {
-                Ok(change) => report(change),
+                Ok(change) => {
+                    tune(&change);
+                    report(change)
+                }
                 Err(e) => {
                     tracing::error!("{:#}", anyhow::Error::from(e));
                     break ExitCode::FAILURE;
@@ -320,6 +400,20 @@ fn listener_twin(listener: &tokio::net::TcpListener) -> anyhow::Result<std::net:
     let twin = std::net::TcpListener::from(fd);
     twin.set_nonblocking(true)?;
     Ok(twin)
+}
+
+/// Raise the FUSE connection limits of a mount just found (`mountshare_fs::fuse_conn`), and
+/// say what was done, once per mount.
+fn tune_fuse(change: &Change, max_background: u32) {
+    let Change::Opened(found) = change else {
+        return;
+    };
+    let outcome = mountshare_fs::fuse_conn::tune_path(&found.open_path, max_background);
+    if outcome.is_warning() {
+        tracing::warn!(mount = %found, "could not raise the FUSE connection's limits: {outcome}; 12 hung reads can then stall every read of this mount");
+    } else {
+        tracing::info!(mount = %found, "{outcome}");
+    }
 }
 
 /// What the first check found to serve; a mount found that cannot be opened is an error.

@@ -1,7 +1,14 @@
 //! The Kubernetes manifests in deploy/ and the Dockerfile: every kustomization renders with
 //! `kubectl kustomize`, validates against the Kubernetes schemas (`kubernetes-validate`), and
 //! keeps the properties whose absence broke the user's cluster: a privileged, Bidirectional
-//! agent; unprivileged HostToContainer consumers; probes (of the agent and of the server) on
+//! agent in the host's network namespace (hostNetwork, ClusterFirstWithHostNet, --host-proc),
+//! tolerating every taint at system-node-critical; unprivileged HostToContainer consumers, of
+//! any workload shape; the colocated server starting Decypharr's image with its own entrypoint
+//! and the full argv; one Flux unit holding the server, the Service and the agents, that the
+//! consumers depend on, with health checks and no cycle; a NetworkPolicy admitting the nodes'
+//! flannel addresses as k3s delivers their traffic; monitoring apart, scraping the agents and
+//! the server; the recommended labels; the image named once per overlay with the release's
+//! version; a FROM-scratch, non-root image; probes (of the agent and of the server) on
 //! endpoints the binary really serves; equal `port` and `mountport`; no shell loops.
 //!
 //! Missing tools fail the tests with the command that installs them, unless MOUNTSHARE_SKIP_K8S=1.
@@ -113,14 +120,14 @@ fn strs(v: &Value) -> Vec<String> {
 /// A container of a workload, with its pod spec.
 struct Ctr<'a> {
     owner: String,
+    /// The object the pod spec belongs to.
+    doc: &'a Value,
     pod: &'a Value,
-    /// The pod template's metadata (labels, annotations).
-    pod_metadata: &'a Value,
     c: &'a Value,
     init: bool,
 }
 
-impl Ctr<'_> {
+impl<'a> Ctr<'a> {
     fn name(&self) -> String {
         format!(
             "{} container {}",
@@ -148,6 +155,14 @@ impl Ctr<'_> {
         let argv = self.argv();
         let i = argv.iter().position(|a| a == flag)?;
         argv.get(i + 1).cloned()
+    }
+    /// The metadata of the pod template (or of the pod).
+    fn pod_metadata(&self) -> &'a Value {
+        match self.doc["kind"].as_str() {
+            Some("Pod") => &self.doc["metadata"],
+            Some("CronJob") => &self.doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"],
+            _ => &self.doc["spec"]["template"]["metadata"],
+        }
     }
     fn privileged(&self) -> bool {
         self.c["securityContext"]["privileged"].as_bool() == Some(true)
@@ -189,14 +204,6 @@ fn pod_spec(doc: &Value) -> Option<&Value> {
     }
 }
 
-fn pod_metadata(doc: &Value) -> &Value {
-    match doc["kind"].as_str() {
-        Some("Pod") => &doc["metadata"],
-        Some("CronJob") => &doc["spec"]["jobTemplate"]["spec"]["template"]["metadata"],
-        _ => &doc["spec"]["template"]["metadata"],
-    }
-}
-
 fn containers(docs: &[Value]) -> Vec<Ctr<'_>> {
     let mut out = Vec::new();
     for doc in docs {
@@ -205,8 +212,8 @@ fn containers(docs: &[Value]) -> Vec<Ctr<'_>> {
             for c in pod[key].as_sequence().into_iter().flatten() {
                 out.push(Ctr {
                     owner: name(doc),
+                    doc,
                     pod,
-                    pod_metadata: pod_metadata(doc),
                     c,
                     init,
                 });
@@ -309,23 +316,85 @@ fn the_agent_is_privileged_bidirectional_and_probed_on_its_health_port() {
                     && c.c["resources"]["limits"].is_mapping(),
                 "{who}: resources"
             );
-            assert!(
-                c.pod["priorityClassName"].is_string(),
-                "{who}: priority class"
+            assert_eq!(
+                c.pod["priorityClassName"].as_str(),
+                Some("system-node-critical"),
+                "{who}: evicted last, like the node's own components"
             );
             assert!(
                 c.pod["terminationGracePeriodSeconds"].is_u64(),
                 "{who}: grace period"
             );
-            let tolerated: BTreeSet<&str> = c.pod["tolerations"]
+            // Every node, whatever its taints: one toleration of everything.
+            let tolerations = c.pod["tolerations"]
+                .as_sequence()
+                .cloned()
+                .unwrap_or_default();
+            assert!(
+                tolerations.iter().any(|t| t["operator"] == "Exists"
+                    && t["key"].is_null()
+                    && t["effect"].is_null()),
+                "{who}: tolerations must include {{operator: Exists}} (any key, any effect): {tolerations:?}"
+            );
+            // The mount's connection lives in the network namespace of the process that mounts.
+            assert_eq!(
+                c.pod["hostNetwork"].as_bool(),
+                Some(true),
+                "{who}: a mount made from the pod's network dies with the pod"
+            );
+            assert_eq!(
+                c.pod["dnsPolicy"].as_str(),
+                Some("ClusterFirstWithHostNet"),
+                "{who}: with hostNetwork only this keeps the Service name resolvable"
+            );
+            // The network namespace check sees the host's PID 1 through a hostPath of /proc.
+            let host_proc = c
+                .flag("--host-proc")
+                .unwrap_or_else(|| panic!("{who}: --host-proc, or attach cannot tell"));
+            let m = c
+                .mounts()
+                .into_iter()
+                .find(|m| m["mountPath"].as_str() == Some(host_proc.as_str()))
+                .unwrap_or_else(|| panic!("{who}: nothing mounted at --host-proc {host_proc}"));
+            assert_eq!(m["readOnly"].as_bool(), Some(true), "{who}");
+            let vol = c.volume(m["name"].as_str().unwrap()).unwrap();
+            assert_eq!(vol["hostPath"]["path"].as_str(), Some("/proc"), "{who}");
+            assert!(
+                c.flag("--allow-pod-network").is_none()
+                    && !c.argv().iter().any(|a| a == "--allow-pod-network"),
+                "{who}: --allow-pod-network is for tests"
+            );
+            // The health port is on the node: clear of NodePorts and ephemeral ports, declared
+            // (so the scheduler sees it), and the one the scrape annotation names.
+            let port = port_of(&health);
+            assert!(
+                (1024..30000).contains(&port),
+                "{who}: health port {port} must be below the NodePort range (30000-32767) and \
+                 the ephemeral range (32768-60999), and unprivileged"
+            );
+            assert!(
+                !(9100..=9999).contains(&port),
+                "{who}: health port {port} is in the exporters' range (node-exporter: 9100)"
+            );
+            let declared: Vec<u64> = c.c["ports"]
                 .as_sequence()
                 .into_iter()
                 .flatten()
-                .filter_map(|t| t["key"].as_str())
+                .filter_map(|p| p["containerPort"].as_u64())
                 .collect();
-            for taint in ["node.longhorn.io/storage", "node.kubernetes.io/gpu"] {
-                assert!(tolerated.contains(taint), "{who}: must tolerate {taint}");
-            }
+            assert!(declared.contains(&port), "{who}: containerPort {port}");
+            let ann = &c.pod_metadata()["annotations"];
+            assert_eq!(ann["prometheus.io/scrape"].as_str(), Some("true"), "{who}");
+            assert_eq!(
+                ann["prometheus.io/port"].as_str(),
+                Some(port.to_string().as_str()),
+                "{who}: the scrape annotation names the health port"
+            );
+            assert_eq!(
+                ann["prometheus.io/path"].as_str(),
+                Some("/metrics"),
+                "{who}"
+            );
         }
     }
     assert!(agents > 0, "no overlay runs mountshare attach");
@@ -477,7 +546,7 @@ fn server_variants_are_wired_to_the_service() {
                     "{who}: {probe} must probe the --listen-health port"
                 );
             }
-            let annotations = &c.pod_metadata["annotations"];
+            let annotations = &c.pod_metadata()["annotations"];
             assert_eq!(
                 annotations["prometheus.io/port"]
                     .as_str()
@@ -510,6 +579,29 @@ fn server_variants_are_wired_to_the_service() {
                     dash + 1 < argv.len(),
                     "{who}: --run needs the command after --"
                 );
+                // The full argv is set, so nothing of the workload's own args is appended, and
+                // what follows `--` is what Decypharr's image runs: its ENTRYPOINT
+                // (/entrypoint.sh: /app set up, privileges dropped to PUID:PGID), then its CMD
+                // with the config directory.
+                assert!(
+                    c.c["command"].is_sequence() && c.c["args"].is_sequence(),
+                    "{who}: both command and args, or the container's own args are appended"
+                );
+                assert_eq!(
+                    &argv[dash + 1..],
+                    [
+                        "/entrypoint.sh",
+                        "/usr/bin/decypharr",
+                        "--config",
+                        "/config"
+                    ],
+                    "{who}: mountshare starts Decypharr's image as the image would"
+                );
+                assert_eq!(
+                    argv.iter().filter(|a| *a == "--config").count(),
+                    1,
+                    "{who}: {argv:?}"
+                );
                 // The binary comes from the init container, through a shared volume.
                 let bin_dir = Path::new(&argv[0])
                     .parent()
@@ -531,12 +623,17 @@ fn server_variants_are_wired_to_the_service() {
                         })
                     })
                     .unwrap_or_else(|| panic!("{who}: no init container fills {bin_dir}"));
+                // The image has no cp: the binary copies itself (`mountshare install DIR`).
                 let init_argv = init.argv();
-                assert_eq!(init_argv.first().map(String::as_str), Some("cp"));
                 assert_eq!(
-                    init_argv.get(1).map(String::as_str),
-                    Some(dockerfile_binary().as_str()),
-                    "{who}: the init container copies the binary where the Dockerfile puts it"
+                    init_argv,
+                    [dockerfile_binary().as_str(), "install", bin_dir.as_str()],
+                    "{who}: the init container installs the binary into {bin_dir}"
+                );
+                assert_eq!(
+                    argv[0],
+                    format!("{bin_dir}/mountshare"),
+                    "{who}: runs what `install` wrote"
                 );
             }
             if let Some(process) = c.flag("--from-process") {
@@ -567,37 +664,53 @@ fn server_variants_are_wired_to_the_service() {
     );
 }
 
+/// Whether `ip` is inside `cidr` (IPv4).
+fn in_cidr(ip: std::net::Ipv4Addr, cidr: &str) -> bool {
+    let (net, len) = cidr.split_once('/').unwrap_or((cidr, "32"));
+    let net: std::net::Ipv4Addr = net.parse().unwrap();
+    let len: u32 = len.parse().unwrap();
+    let mask = if len == 0 { 0 } else { u32::MAX << (32 - len) };
+    u32::from(ip) & mask == u32::from(net) & mask
+}
+
+/// Whether the peers of a NetworkPolicy rule admit traffic from `ip` (a source that is not a
+/// pod of a selected namespace).
+fn ip_admitted(peers: &[Value], ip: std::net::Ipv4Addr) -> bool {
+    peers.iter().any(|p| {
+        p["ipBlock"]["cidr"]
+            .as_str()
+            .is_some_and(|c| in_cidr(ip, c))
+            && !p["ipBlock"]["except"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .any(|e| in_cidr(ip, e.as_str().unwrap()))
+    })
+}
+
 #[test]
-fn network_policy_and_pod_monitor_select_what_exists() {
+fn the_network_policy_admits_node_traffic_as_it_arrives_on_k3s() {
     if skip_k8s() {
         return;
     }
-    let (mut policies, mut monitors) = (0, 0);
-    let labels_match = |sel: &Value, labels: &Value| {
-        sel["matchLabels"]
-            .as_mapping()
-            .is_some_and(|m| m.iter().all(|(k, v)| labels[k.as_str().unwrap()] == *v))
-    };
-    let all: Vec<(PathBuf, Vec<Value>)> = all_rendered();
-    let agent_labels: Vec<Value> = all
-        .iter()
-        .flat_map(|(_, d)| d.iter())
-        .filter(|d| d["kind"] == "DaemonSet")
-        .map(|d| d["spec"]["template"]["metadata"]["labels"].clone())
-        .collect();
-    for (dir, docs) in &all {
+    let mut policies = 0;
+    for (dir, docs) in &all_rendered() {
         for np in docs.iter().filter(|d| d["kind"] == "NetworkPolicy") {
             policies += 1;
             let who = format!("{}: {}", dir.display(), name(np));
-            let server_pods: Vec<&Value> = docs
-                .iter()
-                .filter(|d| d["kind"] == "StatefulSet")
-                .map(|d| &d["spec"]["template"]["metadata"]["labels"])
-                .filter(|l| labels_match(&np["spec"]["podSelector"], l))
-                .collect();
+            let labels_match = |sel: &Value, labels: &Value| {
+                sel["matchLabels"]
+                    .as_mapping()
+                    .is_some_and(|m| m.iter().all(|(k, v)| labels[k.as_str().unwrap()] == *v))
+            };
             if docs.iter().any(|d| d["kind"] == "StatefulSet") {
                 assert!(
-                    !server_pods.is_empty(),
+                    docs.iter()
+                        .filter(|d| d["kind"] == "StatefulSet")
+                        .any(|d| labels_match(
+                            &np["spec"]["podSelector"],
+                            &d["spec"]["template"]["metadata"]["labels"]
+                        )),
                     "{who}: selects no pod of this overlay"
                 );
             }
@@ -612,49 +725,158 @@ fn network_policy_and_pod_monitor_select_what_exists() {
                 })
                 .unwrap_or_else(|| panic!("{who}: no rule for 2049"));
             let peers = rule["from"].as_sequence().expect("2049 is not open to all");
+            // k3s defaults: pod CIDR 10.42.0.0/16, node N has 10.42.N.0/24, flannel.1 holds
+            // 10.42.N.0 and cni0 10.42.N.1. A node's host network (attach, kubelet mounts)
+            // reaches the pod through the ClusterIP masqueraded to one of those two.
+            for node in 0..3u8 {
+                for host in [0u8, 1] {
+                    let ip = std::net::Ipv4Addr::new(10, 42, node, host);
+                    assert!(
+                        ip_admitted(peers, ip),
+                        "{who}: node {node}'s traffic arrives from {ip} (flannel.1/cni0)"
+                    );
+                }
+                for pod in [2u8, 17, 254] {
+                    let ip = std::net::Ipv4Addr::new(10, 42, node, pod);
+                    assert!(
+                        !ip_admitted(peers, ip),
+                        "{who}: {ip} is a pod's address: pods come in by namespace, not by IP"
+                    );
+                }
+            }
+            for lan in ["192.168.1.10", "10.0.0.10"] {
+                assert!(
+                    !ip_admitted(peers, lan.parse().unwrap()),
+                    "{who}: node LAN addresses never reach a pod behind the ClusterIP: {lan}"
+                );
+            }
+            // Opt-in for NFS clients in pods.
             assert!(
-                peers.iter().any(|p| agent_labels
-                    .iter()
-                    .any(|l| labels_match(&p["podSelector"], l))),
-                "{who}: the attach agents must be admitted"
+                peers.iter().any(|p| {
+                    p["namespaceSelector"]["matchLabels"]["mountshare.io/nfs-client"] == "true"
+                }),
+                "{who}: namespaces labelled mountshare.io/nfs-client=true"
             );
+            // Port 111 when the Service exposes it.
+            let service_has_111 = docs.iter().any(|d| {
+                d["kind"] == "Service"
+                    && d["spec"]["ports"]
+                        .as_sequence()
+                        .is_some_and(|p| p.iter().any(|p| p["port"] == 111))
+            });
+            let rule_has_111 = rule["ports"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"] == 111);
+            assert_eq!(service_has_111, rule_has_111, "{who}: 111 with --portmap");
         }
+    }
+    assert!(policies > 0);
+}
+
+/// A scrape target of the manifests: an attach agent or a server, with its pod's metadata, its
+/// `--listen-health` port, and the number its container port named `health` stands for.
+struct Target<'a> {
+    who: String,
+    meta: &'a Value,
+    listen_health: u64,
+    named_health: Option<u64>,
+}
+
+fn targets<'a>(all: &'a [(PathBuf, Vec<Value>)], sub: &str) -> Vec<Target<'a>> {
+    all.iter()
+        .flat_map(|(dir, docs)| {
+            containers(docs)
+                .into_iter()
+                .filter(|c| !c.init && c.runs_mountshare(sub))
+                .map(move |c| {
+                    let who = format!("{}: {}", dir.display(), c.name());
+                    let health = c
+                        .flag("--listen-health")
+                        .unwrap_or_else(|| panic!("{who}: serves no metrics (--listen-health)"));
+                    Target {
+                        meta: c.pod_metadata(),
+                        listen_health: port_of(&health),
+                        named_health: c.port_number(&Value::from("health")),
+                        who,
+                    }
+                })
+        })
+        .collect()
+}
+
+#[test]
+fn monitoring_is_optional_and_scrapes_the_agents_and_the_server() {
+    if skip_k8s() {
+        return;
+    }
+    let all = all_rendered();
+    let agents = targets(&all, "attach");
+    let servers = targets(&all, "serve");
+    assert!(!agents.is_empty() && !servers.is_empty());
+    let (mut monitors, mut of_agents, mut of_servers) = (0, 0, 0);
+    for (dir, docs) in &all {
         for pm in docs.iter().filter(|d| d["kind"] == "PodMonitor") {
             monitors += 1;
             let who = format!("{}: {}", dir.display(), name(pm));
-            // The mountshare containers of the pods it selects.
-            let scraped: Vec<Ctr> = containers(docs)
-                .into_iter()
-                .filter(|c| {
-                    !c.init && labels_match(&pm["spec"]["selector"], &c.pod_metadata["labels"])
-                })
-                .filter(|c| c.runs_mountshare("attach") || c.runs_mountshare("serve"))
-                .collect();
-            let selects_attach = agent_labels
-                .iter()
-                .any(|l| labels_match(&pm["spec"]["selector"], l));
-            if selects_attach || docs.iter().any(|d| d["kind"] == "StatefulSet") {
-                assert!(
-                    !scraped.is_empty(),
-                    "{who}: selects no mountshare pod of this overlay"
-                );
-            }
+            // Apart from everything else: where the operator's CRDs are absent, a PodMonitor
+            // in the mountshare unit would fail the whole unit.
+            assert!(
+                docs.iter().all(|d| d["kind"] == "PodMonitor"),
+                "{who}: a PodMonitor goes in a kustomization of its own"
+            );
+            let sel = pm["spec"]["selector"]["matchLabels"].as_mapping().unwrap();
+            let selects = |t: &&Target| {
+                sel.iter()
+                    .all(|(k, v)| t.meta["labels"][k.as_str().unwrap()] == *v)
+            };
+            let agents_selected: Vec<&Target> = agents.iter().filter(selects).collect();
+            let servers_selected: Vec<&Target> = servers.iter().filter(selects).collect();
+            assert!(
+                !agents_selected.is_empty() || !servers_selected.is_empty(),
+                "{who}: selects no agent and no server"
+            );
+            of_agents += usize::from(!agents_selected.is_empty());
+            of_servers += usize::from(!servers_selected.is_empty());
             let ep = &pm["spec"]["podMetricsEndpoints"][0];
             assert_eq!(ep["path"].as_str(), Some("/metrics"), "{who}");
-            for c in scraped {
-                let health = c
-                    .flag("--listen-health")
-                    .unwrap_or_else(|| panic!("{who}: {} serves no metrics", c.name()));
+            assert_eq!(ep["port"].as_str(), Some("health"), "{who}");
+            for t in agents_selected.into_iter().chain(servers_selected) {
+                assert!(t.listen_health > 0);
                 assert_eq!(
-                    c.port_number(&ep["port"]),
-                    Some(port_of(&health)),
-                    "{who}: scrapes the --listen-health port of {}",
-                    c.name()
+                    t.named_health,
+                    Some(t.listen_health),
+                    "{who}: scrapes the port named health of {}, which must be its --listen-health port",
+                    t.who
                 );
             }
         }
     }
-    assert!(policies > 0 && monitors > 0);
+    assert!(
+        monitors > 0,
+        "the monitoring component is rendered somewhere"
+    );
+    assert!(
+        of_agents > 0 && of_servers > 0,
+        "the monitoring component scrapes the agents and the server"
+    );
+    // Without the operator: plain scrape annotations on every agent and server pod.
+    for t in agents.iter().chain(&servers) {
+        let ann = &t.meta["annotations"];
+        assert_eq!(
+            ann["prometheus.io/port"].as_str(),
+            Some(t.listen_health.to_string().as_str()),
+            "{}",
+            t.who
+        );
+        assert_eq!(
+            ann["prometheus.io/path"].as_str(),
+            Some("/metrics"),
+            "{}",
+            t.who
+        );
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -805,17 +1027,12 @@ fn probe_paths_in_the_manifests_are_answered_by_mountshare_serve() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The Dockerfile: stages, paths, and the binary it ships.
+// The Dockerfile: FROM scratch, the prebuilt static binary per architecture, a non-root user.
 
-struct Stage {
-    name: Option<String>,
-    copies: Vec<(Option<String>, Vec<String>, String)>,
-    entrypoint: Option<String>,
-}
-
-fn dockerfile() -> Vec<Stage> {
+/// The final stage of the Dockerfile, instruction by instruction (continuations joined).
+fn dockerfile() -> Vec<(String, String)> {
     let text = std::fs::read_to_string(repo().join("Dockerfile")).expect("Dockerfile");
-    let mut stages: Vec<Stage> = Vec::new();
+    let mut out: Vec<(String, String)> = Vec::new();
     let mut logical = String::new();
     for line in text.lines() {
         let l = line.trim();
@@ -828,98 +1045,118 @@ fn dockerfile() -> Vec<Stage> {
             continue;
         }
         logical.push_str(l);
-        let words: Vec<String> = logical.split_whitespace().map(str::to_string).collect();
-        logical.clear();
-        match words[0].to_ascii_uppercase().as_str() {
-            "FROM" => stages.push(Stage {
-                name: words
-                    .iter()
-                    .position(|w| w.eq_ignore_ascii_case("as"))
-                    .map(|i| words[i + 1].clone()),
-                copies: Vec::new(),
-                entrypoint: None,
-            }),
-            "COPY" => {
-                let from = words
-                    .iter()
-                    .find_map(|w| w.strip_prefix("--from=").map(str::to_string));
-                let rest: Vec<String> = words[1..]
-                    .iter()
-                    .filter(|w| !w.starts_with("--"))
-                    .cloned()
-                    .collect();
-                let (dest, srcs) = rest.split_last().expect("COPY SRC DEST");
-                stages
-                    .last_mut()
-                    .unwrap()
-                    .copies
-                    .push((from, srcs.to_vec(), dest.clone()));
-            }
-            "ENTRYPOINT" => {
-                let json: Vec<String> = serde_yaml::from_str(&words[1..].join(" ")).unwrap();
-                stages.last_mut().unwrap().entrypoint = json.first().cloned();
-            }
-            _ => {}
+        let (word, rest) = logical.split_once(' ').unwrap_or((&logical, ""));
+        let word = word.to_ascii_uppercase();
+        if word == "FROM" {
+            out.clear();
         }
+        out.push((word, rest.trim().to_string()));
+        logical.clear();
     }
-    stages
+    out
 }
 
-/// Where the final image holds the binary.
-fn dockerfile_binary() -> String {
+fn instruction(name: &str) -> Vec<String> {
     dockerfile()
-        .last()
-        .and_then(|s| s.entrypoint.clone())
-        .expect("the final stage has an ENTRYPOINT")
+        .into_iter()
+        .filter(|(w, _)| w == name)
+        .map(|(_, r)| r)
+        .collect()
+}
+
+/// Where the image holds the binary: its ENTRYPOINT.
+fn dockerfile_binary() -> String {
+    let entry = instruction("ENTRYPOINT");
+    let json: Vec<String> =
+        serde_json::from_str(entry.last().expect("the final stage has an ENTRYPOINT")).unwrap();
+    json[0].clone()
+}
+
+/// `version` of `[workspace.package]` in Cargo.toml: the release's version.
+fn workspace_version() -> String {
+    let toml = std::fs::read_to_string(repo().join("Cargo.toml")).unwrap();
+    let mut in_section = false;
+    for line in toml.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_section = line == "[workspace.package]";
+        } else if let Some(v) = line.strip_prefix("version = ").filter(|_| in_section) {
+            return v.trim_matches('"').to_string();
+        }
+    }
+    panic!("no version in [workspace.package] of Cargo.toml");
 }
 
 #[test]
-fn dockerfile_stages_and_paths_exist_and_the_shipped_binary_runs() {
-    let stages = dockerfile();
-    assert!(stages.len() >= 2, "a multi-stage build");
-    let names: Vec<&str> = stages.iter().filter_map(|s| s.name.as_deref()).collect();
-    let ignored = std::fs::read_to_string(repo().join(".dockerignore")).unwrap_or_default();
-    for stage in &stages {
-        for (from, srcs, _) in &stage.copies {
-            match from {
-                Some(f) => assert!(
-                    names.contains(&f.as_str()),
-                    "COPY --from={f}: no such stage"
-                ),
-                None => {
-                    for src in srcs {
-                        assert!(
-                            repo().join(src).exists(),
-                            "COPY {src}: not in the repository"
-                        );
-                        assert!(
-                            !ignored
-                                .lines()
-                                .any(|l| l.trim() == src.trim_end_matches('/')),
-                            "COPY {src}: excluded by .dockerignore"
-                        );
-                    }
-                }
-            }
-        }
-    }
-    let last = stages.last().unwrap();
-    let entry = dockerfile_binary();
-    let (_, srcs, _) = last
-        .copies
-        .iter()
-        .find(|(from, _, dest)| from.is_some() && *dest == entry)
-        .expect("the final stage copies the binary to its ENTRYPOINT");
-    assert!(
-        srcs[0].ends_with("target/release/mountshare"),
-        "the image ships the release build"
+fn the_image_is_the_static_binary_from_scratch_running_as_non_root() {
+    let from = instruction("FROM");
+    assert_eq!(
+        from,
+        ["scratch"],
+        "the image holds nothing but the binary (no shell, no libc): FROM scratch"
     );
-    // The release binary the image copies (under `cargo test --release`, this one) runs.
+    assert!(
+        instruction("ARG").iter().any(|a| a == "TARGETARCH"),
+        "one Dockerfile for every platform of a buildx build"
+    );
+    let entry = dockerfile_binary();
+    let copies = instruction("COPY");
+    assert_eq!(copies.len(), 1, "{copies:?}");
+    let words: Vec<&str> = copies[0].split_whitespace().collect();
+    assert_eq!(
+        words.last(),
+        Some(&entry.as_str()),
+        "COPY puts the binary at the ENTRYPOINT"
+    );
+    assert!(
+        words.contains(&"--chmod=0755"),
+        "artifacts lose their mode bits"
+    );
+    let src = words[words.len() - 2];
+    assert_eq!(src, "dist/${TARGETARCH}/mountshare");
+    // The context holds what scripts/build-static writes, and .dockerignore lets it through.
+    let ignore = std::fs::read_to_string(repo().join(".dockerignore")).unwrap();
+    let build = std::fs::read_to_string(repo().join("scripts/build-static")).unwrap();
+    assert!(build.contains("dist/$arch/mountshare"));
+    for arch in ["amd64", "arm64"] {
+        let path = src.replace("${TARGETARCH}", arch);
+        assert!(
+            ignore.lines().any(|l| l.trim() == format!("!{path}")),
+            ".dockerignore must admit {path}"
+        );
+        assert!(
+            build.contains(&format!("{arch})")),
+            "build-static builds {arch}"
+        );
+    }
+    let user = instruction("USER");
+    let uid = user
+        .last()
+        .expect("USER")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    assert!(
+        uid.parse::<u32>().is_ok_and(|u| u != 0),
+        "a numeric non-root USER (scratch has no /etc/passwd): {user:?}"
+    );
+    assert!(
+        instruction("ENV")
+            .iter()
+            .any(|e| e == "PATH=/usr/local/bin"),
+        "kubectl exec POD -- mountshare ... finds it"
+    );
+    assert!(
+        !instruction("RUN").iter().any(|_| true),
+        "nothing runs in a scratch image"
+    );
+
+    // The binary prints the workspace's version (the release's name).
     let out = Command::new(BIN).arg("--version").output().unwrap();
     assert!(out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stdout).starts_with("mountshare "),
-        "mountshare --version prints its name and version"
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        format!("mountshare {}", workspace_version())
     );
     // The manifests run that path or no path at all (the image's ENTRYPOINT).
     if skip_k8s() {
@@ -938,4 +1175,546 @@ fn dockerfile_stages_and_paths_exist_and_the_shipped_binary_runs() {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One Flux unit, images once per overlay, labels, consumers of any shape.
+
+/// The example Flux repository (deploy/examples/homelab is its root).
+fn flux_repo() -> PathBuf {
+    deploy().join("examples/homelab")
+}
+
+/// Every Flux Kustomization of the example: those its kustomizations render (applied) and any
+/// other ks.yaml on disk (optional units), with whether it is applied.
+fn flux_units() -> Vec<(Value, bool)> {
+    let mut units: Vec<(Value, bool)> = Vec::new();
+    for (dir, docs) in all_rendered() {
+        if !dir.starts_with(flux_repo()) {
+            continue;
+        }
+        for d in docs
+            .into_iter()
+            .filter(|d| d["apiVersion"] == "kustomize.toolkit.fluxcd.io/v1")
+        {
+            if !units.iter().any(|(u, _)| name(u) == name(&d)) {
+                units.push((d, true));
+            }
+        }
+    }
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap().filter_map(Result::ok) {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.file_name().is_some_and(|n| n == "ks.yaml") {
+                out.push(p);
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&flux_repo(), &mut files);
+    for f in files {
+        let d: Value = serde_yaml::from_str(&std::fs::read_to_string(&f).unwrap()).unwrap();
+        if !units.iter().any(|(u, _)| name(u) == name(&d)) {
+            units.push((d, false));
+        }
+    }
+    units
+}
+
+#[test]
+fn one_flux_unit_holds_everything_mountshare_needs_and_nothing_waits_in_a_cycle() {
+    if skip_k8s() {
+        return;
+    }
+    let units = flux_units();
+    assert!(
+        units.len() >= 4,
+        "the example has a unit per app: {}",
+        units.len()
+    );
+    let namespaces: BTreeSet<String> = all_rendered()
+        .into_iter()
+        .flat_map(|(_, d)| d)
+        .filter(|d| d["kind"] == "Namespace")
+        .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
+        .collect();
+    let applied: BTreeSet<String> = units
+        .iter()
+        .filter(|(_, a)| *a)
+        .map(|(u, _)| u["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut agent_unit = None;
+    let mut consumer_units = Vec::new();
+    let mut rendered_by_unit = Vec::new();
+    for (u, is_applied) in &units {
+        let who = name(u);
+        let spec = &u["spec"];
+        assert_eq!(u["metadata"]["namespace"], "flux-system", "{who}");
+        assert_eq!(spec["sourceRef"]["kind"], "GitRepository", "{who}");
+        assert_eq!(spec["prune"].as_bool(), Some(true), "{who}");
+        assert!(spec["interval"].is_string(), "{who}");
+        let path = spec["path"].as_str().unwrap();
+        let dir = flux_repo().join(path.trim_start_matches("./"));
+        assert!(
+            dir.join("kustomization.yaml").is_file(),
+            "{who}: path {path} is not a kustomization of the example repository"
+        );
+        let docs = documents(&render(&dir));
+        if let Some(ns) = spec["targetNamespace"].as_str() {
+            assert!(
+                namespaces.contains(ns),
+                "{who}: targetNamespace {ns} is created next to the units"
+            );
+            for d in &docs {
+                let n = &d["metadata"]["namespace"];
+                assert!(n.is_null() || n == ns, "{who}: {} in {n:?}", name(d));
+            }
+        }
+        for hc in spec["healthChecks"].as_sequence().into_iter().flatten() {
+            assert!(
+                docs.iter().any(|d| d["kind"] == hc["kind"]
+                    && d["metadata"]["name"] == hc["name"]
+                    && d["apiVersion"] == hc["apiVersion"]),
+                "{who}: health check {hc:?} names nothing the unit applies"
+            );
+        }
+        let deps: Vec<String> = spec["dependsOn"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|d| d["name"].as_str().unwrap().to_string())
+            .collect();
+        if *is_applied {
+            for dep in &deps {
+                assert!(
+                    applied.contains(dep),
+                    "{who}: dependsOn {dep}, which is not applied"
+                );
+            }
+        }
+        let ctrs = containers(&docs);
+        if ctrs.iter().any(|c| c.runs_mountshare("attach")) {
+            agent_unit = Some((who.clone(), deps.clone(), spec.clone()));
+            // The server and its Service converge in the same unit as the agents that wait
+            // for them.
+            assert!(
+                ctrs.iter().any(|c| c.runs_mountshare("serve")),
+                "{who}: the agents' unit must hold the server too, or it waits forever"
+            );
+            assert!(
+                docs.iter().any(|d| d["kind"] == "Service"
+                    && d["metadata"]["name"] == "decypharr-streaming-nfs"),
+                "{who}: and the Service"
+            );
+            let checked: BTreeSet<&str> = spec["healthChecks"]
+                .as_sequence()
+                .into_iter()
+                .flatten()
+                .filter_map(|h| h["kind"].as_str())
+                .collect();
+            assert!(
+                spec["wait"].as_bool() == Some(true)
+                    || (checked.contains("DaemonSet") && checked.contains("StatefulSet")),
+                "{who}: healthy only once the server serves and every node has the mount"
+            );
+        }
+        let consumes = ctrs.iter().any(|c| {
+            !c.runs_mountshare("attach")
+                && c.mounts().iter().any(|m| {
+                    c.volume(m["name"].as_str().unwrap_or(""))
+                        .is_some_and(|v| v["hostPath"]["path"] == "/mnt/decypharr-dfs")
+                })
+        });
+        if consumes {
+            consumer_units.push((who.clone(), deps.clone()));
+        }
+        rendered_by_unit.push((u["metadata"]["name"].as_str().unwrap().to_string(), deps));
+    }
+    let (agent_who, agent_deps, _) = agent_unit.expect("a unit runs the node agents");
+    let agent_name = agent_who.trim_start_matches("Kustomization/");
+    assert!(
+        agent_deps.iter().all(|d| !applied.contains(d)),
+        "{agent_who}: waits on nothing of the example ({agent_deps:?})"
+    );
+    assert!(consumer_units.len() >= 3, "{consumer_units:?}");
+    for (who, deps) in &consumer_units {
+        assert!(
+            deps.iter().any(|d| d == agent_name),
+            "{who}: consumers start once the library is mounted (dependsOn {agent_name})"
+        );
+    }
+    // No cycle: every unit reaches the end of its dependencies.
+    for (start, _) in &rendered_by_unit {
+        let mut seen = BTreeSet::new();
+        let mut todo = vec![start.clone()];
+        while let Some(n) = todo.pop() {
+            if !seen.insert(n.clone()) {
+                continue;
+            }
+            if let Some((_, deps)) = rendered_by_unit.iter().find(|(m, _)| *m == n) {
+                for d in deps {
+                    assert_ne!(d, start, "{start} depends on itself through {n}");
+                    todo.push(d.clone());
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn every_overlay_names_the_image_once_with_the_release_version() {
+    if skip_k8s() {
+        return;
+    }
+    let version = workspace_version();
+    let release = "ghcr.io/OWNER/mountshare";
+    // The components' own references: the release's name and version.
+    for file in [
+        "node-agent/attach-daemonset.yaml",
+        "colocated-server/statefulset-patch.yaml",
+        "sidecar-server/statefulset-patch.yaml",
+    ] {
+        let text = std::fs::read_to_string(deploy().join("components").join(file)).unwrap();
+        for line in text
+            .lines()
+            .filter(|l| l.trim_start().starts_with("image:"))
+        {
+            assert_eq!(
+                line.trim(),
+                format!("image: {release}:{version}"),
+                "components/{file}"
+            );
+        }
+    }
+    let mut overlays = 0;
+    for (dir, docs) in all_rendered() {
+        let images: Vec<String> = containers(&docs)
+            .iter()
+            .filter_map(|c| c.c["image"].as_str().map(str::to_string))
+            .filter(|i| i.contains("mountshare"))
+            .collect();
+        if images.is_empty() {
+            continue;
+        }
+        overlays += 1;
+        let k: Value =
+            serde_yaml::from_str(&std::fs::read_to_string(dir.join("kustomization.yaml")).unwrap())
+                .unwrap();
+        let entries: Vec<&Value> = k["images"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter(|e| e["name"] == release)
+            .collect();
+        assert_eq!(
+            entries.len(),
+            1,
+            "{}: one `images:` entry for {release}",
+            dir.display()
+        );
+        let tag = entries[0]["newTag"].as_str().unwrap_or("");
+        assert_eq!(tag, version, "{}: the release's version", dir.display());
+        let want = format!("{}:{tag}", entries[0]["newName"].as_str().unwrap());
+        assert!(want.ends_with(&format!("/mountshare:{version}")));
+        for i in &images {
+            assert_eq!(i, &want, "{}: every mountshare container", dir.display());
+        }
+    }
+    assert!(overlays >= 2);
+}
+
+#[test]
+fn mountshare_objects_carry_the_recommended_labels() {
+    if skip_k8s() {
+        return;
+    }
+    let ours = |d: &Value| {
+        matches!(
+            (d["kind"].as_str(), d["metadata"]["name"].as_str()),
+            (Some("Service"), Some("decypharr-streaming-nfs"))
+                | (Some("NetworkPolicy"), Some("decypharr-streaming-nfs"))
+                | (
+                    Some("DaemonSet" | "ServiceAccount" | "PodMonitor"),
+                    Some("mountshare-attach")
+                )
+                | (Some("PodMonitor"), Some("mountshare-server"))
+                | (
+                    Some("PersistentVolume" | "PersistentVolumeClaim"),
+                    Some("decypharr-dfs")
+                )
+        )
+    };
+    let mut seen = BTreeSet::new();
+    for (dir, docs) in all_rendered() {
+        for d in docs.iter().filter(|d| ours(d)) {
+            let who = format!("{}: {}", dir.display(), name(d));
+            let mut label_sets = vec![&d["metadata"]["labels"]];
+            if d["kind"] == "DaemonSet" {
+                label_sets.push(&d["spec"]["template"]["metadata"]["labels"]);
+            }
+            for labels in label_sets {
+                assert_eq!(labels["app.kubernetes.io/name"], "mountshare", "{who}");
+                assert_eq!(labels["app.kubernetes.io/part-of"], "mountshare", "{who}");
+                assert!(
+                    labels["app.kubernetes.io/component"].is_string(),
+                    "{who}: app.kubernetes.io/component"
+                );
+            }
+            seen.insert(d["kind"].as_str().unwrap().to_string());
+        }
+    }
+    assert!(seen.len() >= 6, "{seen:?}");
+}
+
+/// `to` relative to the directory `from` (both absolute).
+fn relative(from: &Path, to: &Path) -> PathBuf {
+    let from: Vec<_> = from.components().collect();
+    let to: Vec<_> = to.components().collect();
+    let common = from.iter().zip(&to).take_while(|(a, b)| a == b).count();
+    let mut out = PathBuf::new();
+    for _ in common..from.len() {
+        out.push("..");
+    }
+    for c in &to[common..] {
+        out.push(c);
+    }
+    out
+}
+
+#[test]
+fn the_consumer_component_fits_any_workload_shape() {
+    if skip_k8s() {
+        return;
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("consumer-shapes-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let component = relative(
+        &dir.path().canonicalize().unwrap(),
+        &deploy()
+            .join("components/consumer-hostpath")
+            .canonicalize()
+            .unwrap(),
+    );
+    let workload = |kind: &str, name: &str, pod: &str| {
+        format!(
+            "apiVersion: apps/v1\nkind: {kind}\nmetadata: {{name: {name}}}\nspec:\n  \
+             selector: {{matchLabels: {{app: {name}}}}}\n  template:\n    metadata: \
+             {{labels: {{app: {name}}}}}\n    spec:\n{pod}"
+        )
+    };
+    let shapes = [
+        // No volumes, no volumeMounts.
+        workload("Deployment", "bare", "      containers: [{name: app, image: i}]\n"),
+        // volumes, but no volumeMounts on the first container; a sidecar with mounts.
+        workload(
+            "StatefulSet",
+            "half",
+            "      containers:\n        - {name: app, image: i}\n        - name: side\n          image: j\n          volumeMounts: [{name: config, mountPath: /config}]\n      volumes: [{name: config, emptyDir: {}}]\n",
+        ),
+        // Both lists, and an old mountshare-dfs volume (an NFS one) to be replaced.
+        workload(
+            "DaemonSet",
+            "full",
+            "      containers:\n        - name: app\n          image: i\n          volumeMounts: [{name: config, mountPath: /config}, {name: mountshare-dfs, mountPath: /old}]\n      volumes: [{name: config, emptyDir: {}}, {name: mountshare-dfs, nfs: {server: 10.0.0.1, path: /}}]\n",
+        ),
+    ];
+    let mut resources = Vec::new();
+    for (i, s) in shapes.iter().enumerate() {
+        let f = format!("w{i}.yaml");
+        std::fs::write(dir.path().join(&f), s).unwrap();
+        resources.push(f);
+    }
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{}]\ncomponents: [{}]\n",
+            resources.join(", "),
+            component.display()
+        ),
+    )
+    .unwrap();
+    let docs = documents(&render(dir.path()));
+    assert_eq!(
+        docs.len(),
+        3,
+        "the local-config source is not an object of the cluster"
+    );
+    for d in &docs {
+        let who = name(d);
+        let pod = pod_spec(d).unwrap();
+        let vols: Vec<&Value> = pod["volumes"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|v| v["name"] == "mountshare-dfs")
+            .collect();
+        assert_eq!(vols.len(), 1, "{who}: {pod:?}");
+        assert_eq!(vols[0]["hostPath"]["path"], "/mnt/decypharr-dfs", "{who}");
+        assert_eq!(vols[0]["hostPath"]["type"], "Directory", "{who}");
+        assert!(vols[0]["nfs"].is_null(), "{who}: replaced, not merged");
+        let first = &pod["containers"][0];
+        let mounts: Vec<&Value> = first["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .filter(|m| m["name"] == "mountshare-dfs")
+            .collect();
+        assert_eq!(mounts.len(), 1, "{who}");
+        assert_eq!(mounts[0]["mountPath"], "/mnt/dfs", "{who}");
+        assert_eq!(mounts[0]["mountPropagation"], "HostToContainer", "{who}");
+        assert_eq!(mounts[0]["readOnly"].as_bool(), Some(true), "{who}");
+        // What was there stays.
+        if d["kind"] != "Deployment" {
+            assert!(
+                pod["volumes"]
+                    .as_sequence()
+                    .unwrap()
+                    .iter()
+                    .any(|v| v["name"] == "config"),
+                "{who}"
+            );
+        }
+        if d["kind"] == "StatefulSet" {
+            assert_eq!(
+                pod["containers"][1]["volumeMounts"]
+                    .as_sequence()
+                    .unwrap()
+                    .len(),
+                1,
+                "{who}: only the first container is given the mount"
+            );
+        }
+    }
+}
+
+#[test]
+fn the_app_template_values_mount_what_the_component_mounts() {
+    let values: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(deploy().join("examples/app-template/values.yaml")).unwrap(),
+    )
+    .unwrap();
+    let component: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(deploy().join("components/consumer-hostpath/mount.yaml")).unwrap(),
+    )
+    .unwrap();
+    let p = &values["persistence"]["mountshare-dfs"];
+    let (vol, mount) = (
+        &component["spec"]["volume"],
+        &component["spec"]["volumeMount"],
+    );
+    assert_eq!(p["type"], "hostPath");
+    assert_eq!(p["hostPath"], vol["hostPath"]["path"]);
+    assert_eq!(p["hostPathType"], vol["hostPath"]["type"]);
+    let g = &p["globalMounts"][0];
+    assert_eq!(g["path"], mount["mountPath"]);
+    assert_eq!(g["readOnly"], mount["readOnly"]);
+    assert_eq!(g["mountPropagation"], "HostToContainer");
+    assert_eq!(g["mountPropagation"], mount["mountPropagation"]);
+}
+
+/// The first ```yaml block after `heading` in docs/DEPLOY.md.
+fn deploy_doc_yaml(heading: &str) -> String {
+    let doc = std::fs::read_to_string(repo().join("docs/DEPLOY.md")).unwrap();
+    let section = &doc[doc
+        .find(heading)
+        .unwrap_or_else(|| panic!("DEPLOY.md has no {heading:?}"))..];
+    let block = &section[section.find("```yaml\n").expect("a yaml block") + 8..];
+    block[..block.find("```").unwrap()].to_string()
+}
+
+#[test]
+fn the_health_port_changes_with_the_patch_deploy_md_gives() {
+    if skip_k8s() {
+        return;
+    }
+    let unit =
+        deploy().join("examples/homelab/clusters/homelab/apps/media/decypharr-streaming/app");
+    let dir = tempfile::Builder::new()
+        .prefix("health-port-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let rel = relative(
+        &dir.path().canonicalize().unwrap(),
+        &unit.canonicalize().unwrap(),
+    );
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!(
+            "resources: [{}]\n{}",
+            rel.display(),
+            deploy_doc_yaml("## The health port")
+        ),
+    )
+    .unwrap();
+    let docs = documents(&render(dir.path()));
+    let agent = containers(&docs)
+        .into_iter()
+        .find(|c| c.runs_mountshare("attach"))
+        .unwrap();
+    let port = port_of(&agent.flag("--listen-health").unwrap());
+    assert_ne!(port, 29750, "the patch changed --listen-health");
+    assert_eq!(agent.port_number(&Value::from("health")), Some(port));
+    assert_eq!(
+        agent.pod_metadata()["annotations"]["prometheus.io/port"].as_str(),
+        Some(port.to_string().as_str())
+    );
+}
+
+#[test]
+fn the_pull_secret_patch_deploy_md_gives_reaches_every_pod_that_pulls_the_image() {
+    if skip_k8s() {
+        return;
+    }
+    let unit =
+        deploy().join("examples/homelab/clusters/homelab/apps/media/decypharr-streaming/app");
+    let dir = tempfile::Builder::new()
+        .prefix("pull-secret-")
+        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
+        .unwrap();
+    let rel = relative(
+        &dir.path().canonicalize().unwrap(),
+        &unit.canonicalize().unwrap(),
+    );
+    let patch = deploy_doc_yaml("**A package on GHCR starts private.**");
+    let patch: String = patch
+        .lines()
+        .map(|l| format!("{}\n", l.strip_prefix("  ").unwrap_or(l)))
+        .collect();
+    std::fs::write(
+        dir.path().join("kustomization.yaml"),
+        format!("resources: [{}]\n{patch}", rel.display()),
+    )
+    .unwrap();
+    let docs = documents(&render(dir.path()));
+    let mut pulling = 0;
+    for c in containers(&docs).into_iter().filter(|c| {
+        c.c["image"]
+            .as_str()
+            .is_some_and(|i| i.contains("mountshare"))
+    }) {
+        pulling += 1;
+        let secrets = if c.pod["imagePullSecrets"].is_sequence() {
+            &c.pod["imagePullSecrets"]
+        } else {
+            let sa = c.pod["serviceAccountName"].as_str().unwrap_or("default");
+            &docs
+                .iter()
+                .find(|d| d["kind"] == "ServiceAccount" && d["metadata"]["name"] == sa)
+                .unwrap_or_else(|| {
+                    panic!("{}: no pull secret and no ServiceAccount {sa}", c.name())
+                })["imagePullSecrets"]
+        };
+        assert!(
+            secrets
+                .as_sequence()
+                .is_some_and(|s| s.iter().any(|x| x["name"] == "ghcr-pull")),
+            "{}: pulls the image without the secret",
+            c.name()
+        );
+    }
+    assert!(pulling >= 2);
 }

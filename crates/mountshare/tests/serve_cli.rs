@@ -71,6 +71,16 @@ fn a_bad_listen_address_is_refused() {
 }
 
 #[test]
+fn a_sloppy_allow_block_says_what_was_meant() {
+    let d = tempfile::tempdir().unwrap();
+    let err = serve_fails(&[d.path().to_str().unwrap(), "--allow", "10.42.1.0/16"]);
+    assert!(
+        err.contains("--allow") && err.contains("did you mean 10.42.0.0/16"),
+        "{err}"
+    );
+}
+
+#[test]
 fn sigterm_exits_cleanly() {
     let d = tempfile::tempdir().unwrap();
     let mut srv = ServerProcess::start_local(BIN, d.path(), &[]).unwrap();

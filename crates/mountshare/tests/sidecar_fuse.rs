@@ -103,10 +103,15 @@ impl Filesystem for Dfs {
         _fh: FileHandle,
         offset: u64,
         size: u32,
-        _flags: OpenFlags,
+        flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        // Like a daemon that takes O_NONBLOCK as "don't wait for the data": the server opens
+        // with it (so that no FIFO can block the open) and must clear it before reading.
+        if flags.0 & rustix::fs::OFlags::NONBLOCK.bits() as i32 != 0 {
+            return reply.error(Errno::EAGAIN);
+        }
         let data: Vec<u8> = match u64::from(ino) {
             2 => self.version(),
             4 => (0..EPISODE_LEN).map(episode_byte).collect(),

@@ -1,6 +1,7 @@
 //! What the server is configured with, and the sizes every layer agrees on: the bounds on what
 //! it holds at once ([`Limits`]), where it listens ([`ServerConfig`]), the default fsid and the
-//! largest READ. Depends on no other module of this crate.
+//! largest READ. Depends only on `allow` (the allow-list type).
+use crate::allow::AllowList;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -14,8 +15,16 @@ pub(crate) const MAX_READ: u32 = 1 << 20;
 /// Bounds on what the server holds at once.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Connections served at once; further ones wait in the listen backlog.
+    /// Connections served at once. At the limit, the least recently active connection is closed
+    /// to admit a new one (its client, if alive, reconnects: the Linux client does so
+    /// transparently), so idle connections never lock a new client out.
     pub max_connections: usize,
+    /// Connections one client address may hold; past it, new ones from that address are closed
+    /// at once. Keeps one address from taking every place and evicting everyone else.
+    pub max_connections_per_address: usize,
+    /// A connection with nothing read, nothing in flight and nothing to send for this long is
+    /// closed (the Linux client reconnects transparently at its next call).
+    pub idle_timeout: Duration,
     /// Calls of one connection being worked on at once; past it the connection is not read.
     pub per_connection_in_flight: usize,
     /// Calls being worked on at once across all connections.
@@ -30,18 +39,34 @@ pub struct Limits {
     /// Bytes of records of one connection read but not yet answered; past it the connection is
     /// not read (TCP pushes back). Calls waiting for a lane wait here, not in the reader.
     pub per_connection_queued_bytes: usize,
+    /// Bytes of replies of one connection waiting to be sent (its client is slow to read them);
+    /// at it, the connection is not read and its calls wait before taking a global permit.
+    pub per_connection_reply_bytes: usize,
+    /// Bytes of replies queued past their connection's bound (replies of calls that were being
+    /// worked on when it filled), across all connections; a connection whose reply would pass it
+    /// is closed.
+    pub reply_overflow_bytes: usize,
 }
+
+/// The default idle timeout: longer than the Linux client's own (it drops a connection idle for
+/// 5 minutes, and reconnects at the next call), so a kernel client normally closes first; the
+/// kernel nfsd closes connections idle for 6 to 12 minutes.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(6 * 60);
 
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             max_connections: 1024,
+            max_connections_per_address: 128,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
             per_connection_in_flight: 64,
             total_in_flight: 256,
             max_record: (1 << 20) + (64 << 10),
             drain_timeout: Duration::from_secs(10),
-            max_stuck: 256,
+            max_stuck: 128,
             per_connection_queued_bytes: 8 << 20,
+            per_connection_reply_bytes: 8 << 20,
+            reply_overflow_bytes: 64 << 20,
         }
     }
 }
@@ -66,6 +91,9 @@ pub struct ServerConfig {
     pub health: HealthConfig,
     /// The byte bounds of the caches.
     pub caches: CacheLimits,
+    /// Who may connect and mount (default: everyone). A connection from elsewhere is closed at
+    /// once; MNT from elsewhere is answered MNT3ERR_ACCES.
+    pub allow: AllowList,
 }
 
 /// The default backend timeout. Shorter than any sane client timeout (`timeo`, 10 s in the
@@ -85,6 +113,7 @@ impl ServerConfig {
             expect: Vec::new(),
             health: HealthConfig::default(),
             caches: CacheLimits::default(),
+            allow: AllowList::everyone(),
         }
     }
 }
@@ -120,7 +149,8 @@ pub struct CacheLimits {
     pub directories: usize,
     /// Free READ buffers kept for reuse (a READ in progress always gets one).
     pub read_buffers: usize,
-    /// Free zero-copy pipes kept for reuse (kernel memory: each pins up to 1 MiB of page cache).
+    /// Zero-copy pipes, free or holding a reply (kernel memory: each pins up to 1 MiB of page
+    /// cache); past it, READ copies instead.
     pub pipes: usize,
 }
 

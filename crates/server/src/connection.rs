@@ -2,26 +2,29 @@
 //! of the blocking pool, and replies go out as they complete, in any order (RFC 5531 allows it;
 //! the Linux client matches replies by xid). A slow call never holds up the others.
 //!
-//! A call runs start to end on one blocking thread: decode, file-system work, and the write of
-//! the reply. A reply normally fits the socket buffer and is written without waiting, so a call
-//! costs one hand-off between threads, as in a thread-pool server.
+//! A call runs start to end on one blocking thread: decode, file-system work, and the hand-over
+//! of its reply to the connection's [`Outbox`], which writes it there and then when the socket
+//! has room (it normally has: a call costs one hand-off between threads, as in a thread-pool
+//! server) and otherwise keeps it for the connection's writer task; the thread never waits on
+//! the socket. A client that does not read its replies fills its outbox: the connection is then
+//! not read, and its calls wait before they take a global permit. A connection with nothing
+//! read, in flight or to send for the idle timeout is closed, and so is one the server's table
+//! of connections closes to admit another ([`crate::conns`]).
 use crate::config::Limits;
+use crate::conns::{Conns, Registered};
 use crate::dispatch::{self, CallCtx};
 use crate::export::Export;
-use crate::reply::{Framed, Tail};
+use crate::outbox::{Outbox, Why};
 use crate::stall::{Join, Leader, Stalls};
 use bytes::{Bytes, BytesMut};
 use mountshare_proto::record::RecordDecoder;
-use rustix::net::SendFlags;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
-use tokio::io::AsyncReadExt;
-use tokio::net::tcp::OwnedWriteHalf;
+use std::time::{Duration, Instant};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
-
 /// The server-wide bounds on calls being worked on, one per lane: READs, and everything else.
 /// A READ stuck in the backend can never hold a permit a GETATTR needs.
 pub(crate) struct Lanes {
@@ -43,7 +46,7 @@ struct Conn {
     peer: SocketAddr,
     export: Arc<Export>,
     stalls: Arc<Stalls>,
-    wr: Arc<std::sync::Mutex<OwnedWriteHalf>>,
+    outbox: Arc<Outbox>,
     /// This connection's share of each lane.
     data: Arc<Semaphore>,
     meta: Arc<Semaphore>,
@@ -51,76 +54,158 @@ struct Conn {
     per_connection: usize,
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What the server shares with each connection.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub export: Arc<Export>,
+    pub stalls: Arc<Stalls>,
+    pub conns: Arc<Conns>,
+    pub limits: Limits,
+    pub global: Arc<Lanes>,
+}
+
+/// Why a connection's reader stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    /// The client closed its side, or sent something that is not RPC: answer what was read.
+    Left,
+    /// The server stops: answer what was read.
+    Stop,
+    /// Nothing happened for the idle timeout.
+    Idle,
+    /// The table of connections closed it to admit another.
+    Evicted,
+    /// Its replies stopped (not read, or a write failed).
+    Closed,
+}
+
 pub(crate) async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    export: Arc<Export>,
-    stalls: Arc<Stalls>,
-    limits: Limits,
-    global: Arc<Lanes>,
+    registered: Registered,
+    shared: Shared,
     mut stop: watch::Receiver<bool>,
-    _connection_permit: OwnedSemaphorePermit,
 ) {
     tracing::debug!(%peer, "connection opened");
-    let (mut rd, wr) = stream.into_split();
+    let Shared {
+        export,
+        stalls,
+        conns,
+        limits,
+        global,
+    } = shared;
+    let link = registered.link.clone();
+    let (rd, wr) = stream.into_split();
+    let outbox = Outbox::new(
+        wr,
+        limits.per_connection_reply_bytes,
+        link.clone(),
+        conns.clone(),
+        export.clone(),
+    );
+    let writer = tokio::spawn(outbox.clone().run_writer());
     let conn = Arc::new(Conn {
         peer,
         export,
         stalls,
-        wr: Arc::new(std::sync::Mutex::new(wr)),
+        outbox: outbox.clone(),
         data: Arc::new(Semaphore::new(limits.per_connection_in_flight)),
         meta: Arc::new(Semaphore::new(limits.per_connection_in_flight)),
         global,
         per_connection: limits.per_connection_in_flight,
     });
-    // Records read but not answered, in bytes: the only bound the reader waits on, so that it
-    // goes on reading while calls wait for their lane or are stuck in the backend.
+    // Records read but not answered, in bytes: the only bound on calls the reader waits on, so
+    // that it goes on reading while calls wait for their lane or are stuck in the backend.
     let queued_max = limits.per_connection_queued_bytes.max(limits.max_record);
     let queued = Arc::new(Semaphore::new(queued_max));
     let mut decoder = RecordDecoder::new(limits.max_record);
-    let mut buf = BytesMut::with_capacity(64 << 10);
+    let mut buf = BytesMut::new();
     let mut calls = JoinSet::new();
-    'conn: loop {
+    let idle = limits.idle_timeout;
+    let mut idle_check = link.last_active() + idle;
+    let end = 'conn: loop {
         loop {
             let record = match decoder.decode(&mut buf) {
                 Ok(Some(r)) => r,
                 Ok(None) => break,
                 Err(e) => {
                     tracing::warn!(%peer, error = %e, "bad record; closing connection");
-                    break 'conn;
+                    break 'conn End::Left;
                 }
             };
             let arrived = Instant::now();
+            link.touch();
             let size = u32::try_from(record.len().clamp(1, queued_max)).unwrap_or(u32::MAX);
             let room = tokio::select! {
-                p = queued.clone().acquire_many_owned(size) => match p { Ok(p) => p, Err(_) => break 'conn },
-                _ = stop.changed() => break 'conn,
+                p = queued.clone().acquire_many_owned(size) => match p { Ok(p) => p, Err(_) => break 'conn End::Left },
+                _ = stop.changed() => break 'conn End::Stop,
+                _ = link.closing() => break 'conn End::Evicted,
             };
             calls.spawn(run(conn.clone(), record, arrived, room));
             while calls.try_join_next().is_some() {}
         }
+        // A client that does not read its replies is not read either.
         tokio::select! {
-            n = rd.read_buf(&mut buf) => match n {
-                Ok(0) => break,
-                Ok(_) => {}
+            open = outbox.room() => if !open { break End::Closed },
+            _ = stop.changed() => break End::Stop,
+            _ = link.closing() => break End::Evicted,
+        }
+        // An idle connection holds no buffer: one is taken when bytes arrive.
+        if buf.is_empty() && buf.capacity() > 0 {
+            buf = BytesMut::new();
+        }
+        tokio::select! {
+            n = read_some(&rd, &mut buf) => match n {
+                Ok(0) => break End::Left,
+                Ok(_) => link.touch(),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) => {
                     tracing::debug!(%peer, error = %e, "read failed");
-                    break;
+                    break End::Left;
                 }
             },
-            _ = stop.changed() => break,
+            _ = stop.changed() => break End::Stop,
+            _ = link.closing() => break End::Evicted,
+            _ = tokio::time::sleep_until(idle_check.into()) => {
+                while calls.try_join_next().is_some() {}
+                let quiet = link.last_active() + idle;
+                let now = Instant::now();
+                if now >= quiet && calls.is_empty() && outbox.is_empty() {
+                    break End::Idle;
+                }
+                // Busy (a call in flight, a reply on its way): look again later.
+                idle_check = quiet.max(now + Duration::from_secs(1));
+            }
         }
+    };
+    match end {
+        End::Idle => {
+            tracing::debug!(%peer, timeout = ?idle, "closing an idle connection");
+            conns.stats.closed_idle();
+            outbox.close(Why::Ended);
+        }
+        End::Evicted => outbox.close(Why::Ended),
+        End::Left | End::Stop | End::Closed => {}
     }
     // Calls already accepted still get their replies (a stuck backend call was answered at its
-    // deadline and is not waited for); then the socket is shut down, even if a stuck call's
-    // thread still holds the write half.
+    // deadline and is not waited for; a closed connection's replies are dropped); then the
+    // socket is shut down, even if a stuck call's thread still works for it.
     while calls.join_next().await.is_some() {}
-    if let Ok(w) = conn.wr.lock() {
-        let sock: &TcpStream = w.as_ref();
-        let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::ReadWrite);
+    outbox.flushed().await;
+    outbox.close(Why::Ended);
+    let _ = writer.await;
+    tracing::debug!(%peer, ?end, evicted = link.was_evicted(), "connection closed");
+    drop(registered);
+}
+
+/// Wait until the client sent something, then read what there is into `buf` (made room for
+/// only then). `WouldBlock` when the wake-up was spurious.
+async fn read_some(rd: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<usize> {
+    rd.readable().await?;
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(64 << 10);
     }
-    tracing::debug!(%peer, "connection closed");
+    rd.try_read_buf(buf)
 }
 
 /// One call, from arrival to its reply: join an equal call or lead it, wait for a lane, work
@@ -129,14 +214,15 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
     let peek = dispatch::peek(&record);
     let deadline = tokio::time::Instant::from_std(arrived + conn.stalls.deadline);
     let procedure = peek.key.as_ref().map(|k| k.procedure);
+    let xid = peek.xid;
     let lead = match peek.key {
         None => None,
         Some(key) => match conn.stalls.join(key) {
             Join::Lead(lead) => Some(lead),
             Join::Ready(shared) => {
-                return joined(&conn, peek.xid, procedure, &shared, arrived).await
+                return joined(&conn, xid, procedure, &shared, arrived).await;
             }
-            Join::Refuse => return late(&conn, peek.xid, procedure, arrived).await,
+            Join::Refuse => return late(&conn, xid, procedure, arrived).await,
             Join::Wait(mut rx) => {
                 let wait = async {
                     rx.wait_for(|r| r.is_some())
@@ -146,8 +232,8 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
                 };
                 let shared = tokio::time::timeout_at(deadline, wait).await.ok().flatten();
                 return match shared {
-                    Some(shared) => joined(&conn, peek.xid, procedure, &shared, arrived).await,
-                    None => late(&conn, peek.xid, procedure, arrived).await,
+                    Some(shared) => joined(&conn, xid, procedure, &shared, arrived).await,
+                    None => late(&conn, xid, procedure, arrived).await,
                 };
             }
         },
@@ -158,17 +244,21 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
         (&conn.meta, &conn.global.meta)
     };
     let permits = match &lead {
-        Some(_) => match tokio::time::timeout_at(deadline, acquire(local, global)).await {
-            Ok(p) => p,
-            Err(_) => return late(&conn, peek.xid, procedure, arrived).await,
-        },
-        None => acquire(local, global).await,
+        Some(_) => {
+            match tokio::time::timeout_at(deadline, acquire(local, &conn.outbox, global)).await {
+                Ok(p) => p,
+                Err(_) => return late(&conn, xid, procedure, arrived).await,
+            }
+        }
+        None => acquire(local, &conn.outbox, global).await,
     };
     let Some(permits) = permits else { return };
-    // Alone on the connection: every permit but this call's is free.
+    // Alone on the connection, with nothing on its way out: every permit but this call's is
+    // free, and the spliced reply goes straight into the socket.
     let zero_copy = conn.data.available_permits() + usize::from(peek.is_read)
         == conn.per_connection
-        && conn.meta.available_permits() + usize::from(!peek.is_read) == conn.per_connection;
+        && conn.meta.available_permits() + usize::from(!peek.is_read) == conn.per_connection
+        && conn.outbox.is_empty();
     let ctx = CallCtx {
         peer: conn.peer,
         zero_copy,
@@ -188,7 +278,7 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
                 // The backend call goes on, on its thread, holding no permit; its result is
                 // kept for the client's retry.
                 drop(permits);
-                late(&conn, peek.xid, procedure, arrived).await;
+                late(&conn, xid, procedure, arrived).await;
             } else {
                 let _ = work.await;
             }
@@ -199,11 +289,10 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
 /// Answer JUKEBOX: the backend did not answer in time.
 async fn late(conn: &Arc<Conn>, xid: u32, procedure: Option<u32>, arrived: Instant) {
     let Some(procedure) = procedure else { return };
-    send(
-        conn,
-        dispatch::backend_late(&conn.export, xid, procedure, arrived),
-    )
-    .await;
+    let export = conn.export.clone();
+    conn.outbox
+        .send(|| dispatch::backend_late(&export, xid, procedure, arrived))
+        .await;
 }
 
 /// Answer with the result of the equal call this one joined.
@@ -211,39 +300,35 @@ async fn joined(
     conn: &Arc<Conn>,
     xid: u32,
     procedure: Option<u32>,
-    shared: &[u8],
+    shared: &Bytes,
     arrived: Instant,
 ) {
     let Some(procedure) = procedure else { return };
-    send(
-        conn,
-        dispatch::joined(&conn.export, xid, procedure, shared, arrived),
-    )
-    .await;
+    let export = conn.export.clone();
+    conn.outbox
+        .send(|| dispatch::joined(&export, xid, procedure, shared, arrived))
+        .await;
 }
 
-/// Write a reply that was not made on a blocking thread (a JUKEBOX, a joined call's result).
-async fn send(conn: &Arc<Conn>, mut reply: Framed) {
-    let conn = conn.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        write_locked(&conn, &mut reply);
-        reply.recycle(conn.export.read_buffers());
-    })
-    .await;
-}
-
+/// This call's permit of its connection's lane, room in the connection's outbox, then a permit
+/// of the server's lane: a call of a client that does not read its replies waits holding
+/// nothing any other connection needs. `None` once the connection's replies have stopped.
 async fn acquire(
     local: &Arc<Semaphore>,
+    outbox: &Outbox,
     global: &Arc<Semaphore>,
 ) -> Option<(OwnedSemaphorePermit, OwnedSemaphorePermit)> {
     let l = local.clone().acquire_owned().await.ok()?;
+    if !outbox.room().await {
+        return None;
+    }
     let g = global.clone().acquire_owned().await.ok()?;
     Some((l, g))
 }
 
 /// Work on one call, on a blocking thread: file-system calls block (a FUSE read may take
-/// seconds) and never run on the executor's threads. The reply is written from here too,
-/// unless the call was answered JUKEBOX meanwhile: then its result goes to the retry.
+/// seconds) and never run on the executor's threads. The reply is handed to the outbox from
+/// here too, unless the call was answered JUKEBOX meanwhile: then its result goes to the retry.
 fn call(record: Bytes, ctx: CallCtx, conn: &Conn, lead: Option<Leader>) {
     let peer = ctx.peer;
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -266,68 +351,9 @@ fn call(record: Bytes, ctx: CallCtx, conn: &Conn, lead: Option<Leader>) {
         None => true,
     };
     if answer {
-        write_locked(conn, &mut reply);
-    }
-    reply.recycle(conn.export.read_buffers());
-}
-
-/// Write `reply` under the connection's write lock (one reply at a time on the socket; others
-/// wait here, on their own threads).
-fn write_locked(conn: &Conn, reply: &mut Framed) {
-    let w = conn.wr.lock().unwrap_or_else(|e| e.into_inner());
-    let sock: &TcpStream = w.as_ref();
-    if let Err(e) = write_reply(sock, reply) {
-        tracing::debug!(peer = %conn.peer, error = %e, "write failed; closing the connection");
-        // The reader sees the connection end too, and stops taking calls.
-        let _ = rustix::net::shutdown(sock, rustix::net::Shutdown::ReadWrite);
-    }
-}
-
-/// How long a reply may make no progress (a client that stopped reading) before the connection
-/// is given up.
-const WRITE_STALL: std::time::Duration = std::time::Duration::from_secs(120);
-
-/// Write a whole reply: head, READ data (copied from a buffer or spliced from a pipe), padding.
-/// The socket is corked (MSG_MORE) between the parts, so they leave as full segments. When the
-/// socket is full, this thread waits in `poll(2)`: the kernel wakes it as soon as there is room.
-fn write_reply(sock: &TcpStream, reply: &mut Framed) -> std::io::Result<()> {
-    let pad = reply.pad();
-    let has_tail = reply.tail_len() > 0;
-    send_all(sock, &reply.head, has_tail)?;
-    match &mut reply.tail {
-        Some(Tail::Buf(b)) => send_all(sock, b.data(), !pad.is_empty())?,
-        Some(Tail::Bytes(b)) => send_all(sock, b, !pad.is_empty())?,
-        Some(Tail::Pipe(p)) => p.send(sock, !pad.is_empty(), || wait_writable(sock))?,
-        None => {}
-    }
-    send_all(sock, pad, false)
-}
-
-fn send_all(sock: &TcpStream, mut buf: &[u8], more: bool) -> std::io::Result<()> {
-    let flags = if more {
-        SendFlags::MORE
+        conn.outbox.push(reply);
     } else {
-        SendFlags::empty()
-    } | SendFlags::NOSIGNAL;
-    while !buf.is_empty() {
-        match rustix::net::send(sock, buf, flags) {
-            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
-            Ok(n) => buf = &buf[n..],
-            Err(rustix::io::Errno::AGAIN) => wait_writable(sock)?,
-            Err(rustix::io::Errno::INTR) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
-
-fn wait_writable(sock: &TcpStream) -> std::io::Result<()> {
-    use rustix::event::{poll, PollFd, PollFlags};
-    let mut fds = [PollFd::new(sock, PollFlags::OUT)];
-    match poll(&mut fds, WRITE_STALL.as_millis() as i32) {
-        Ok(0) => Err(std::io::ErrorKind::TimedOut.into()),
-        Ok(_) | Err(rustix::io::Errno::INTR) => Ok(()),
-        Err(e) => Err(e.into()),
+        reply.recycle(conn.export.read_buffers());
     }
 }
 
@@ -335,6 +361,7 @@ fn wait_writable(sock: &TcpStream) -> std::io::Result<()> {
 pub(crate) async fn serve_udp(
     sock: UdpSocket,
     export: Arc<Export>,
+    allow: Arc<crate::allow::AllowList>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut buf = vec![0u8; 9000];
@@ -343,6 +370,10 @@ pub(crate) async fn serve_udp(
             r = sock.recv_from(&mut buf) => match r { Ok(r) => r, Err(_) => continue },
             _ = stop.changed() => break,
         };
+        // Datagrams from outside the allow-list get no answer.
+        if !allow.allows(peer.ip()) {
+            continue;
+        }
         let ctx = CallCtx {
             peer,
             zero_copy: false,

@@ -108,7 +108,7 @@ pub(crate) fn joined(
     export: &Export,
     xid: u32,
     procedure: u32,
-    shared: &[u8],
+    shared: &Bytes,
     arrived: Instant,
 ) -> Framed {
     let slot = Slot::of(NFS_PROGRAM, NFS_V3, procedure);

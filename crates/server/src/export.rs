@@ -1,5 +1,6 @@
 //! The state of one export: the backend, and the caches that make handles and listings cheap.
 //! None of it must survive a restart: every cache can be rebuilt from the tree.
+use crate::allow::AllowList;
 use crate::buffers::BufferPool;
 use crate::config::{CacheLimits, MAX_READ};
 use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
@@ -33,6 +34,8 @@ pub(crate) struct Export {
     /// Names the export root must hold for a listing of it to be answered (`--expect`).
     expected: Vec<Vec<u8>>,
     metrics: Arc<Metrics>,
+    /// Who may mount (`--allow`).
+    allow: AllowList,
 }
 
 impl Export {
@@ -60,12 +63,24 @@ impl Export {
             mounts: Mutex::new(Vec::new()),
             expected: Vec::new(),
             metrics: Arc::new(Metrics::default()),
+            allow: AllowList::everyone(),
         }
     }
 
     /// What the calls to this export are counted in.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Only clients `allow` allows may mount.
+    pub(crate) fn allow(mut self, allow: AllowList) -> Export {
+        self.allow = allow;
+        self
+    }
+
+    /// Whether a client at `ip` may mount.
+    pub(crate) fn allows(&self, ip: std::net::IpAddr) -> bool {
+        self.allow.allows(ip)
     }
 
     /// Listings of the root are refused unless it holds every one of `names`.

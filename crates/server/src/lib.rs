@@ -3,10 +3,12 @@
 //!
 //! Only [`Server`] and its configuration are public; docs/ARCHITECTURE.md maps the modules.
 
+mod allow;
 mod auth;
 mod buffers;
 mod config;
 mod connection;
+mod conns;
 mod dircache;
 mod dispatch;
 mod error;
@@ -16,6 +18,7 @@ mod metrics;
 mod mount;
 mod nfs;
 mod observe;
+mod outbox;
 mod portmap;
 mod reply;
 mod resolve;
@@ -23,9 +26,12 @@ mod server;
 mod splice;
 mod stall;
 
+pub use allow::{AllowList, Cidr, CidrError};
 pub use config::{
     CacheLimits, HealthConfig, Limits, ServerConfig, DEFAULT_BACKEND_TIMEOUT, DEFAULT_FSID,
+    DEFAULT_IDLE_TIMEOUT,
 };
+pub use conns::ConnectionStats;
 pub use metrics::ConnectionCounts;
 pub use observe::Observer;
 pub use server::{Server, ServerError};

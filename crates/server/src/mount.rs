@@ -27,7 +27,12 @@ pub(crate) fn call(
         mountproc3::NULL => reply.success(),
         mountproc3::MNT if vers == MOUNT_V3 => {
             let DirPath(path) = decode_args(args)?;
-            let res = mnt(export, &path);
+            let res = if export.allows(peer.ip()) {
+                mnt(export, &path)
+            } else {
+                tracing::info!(peer = %peer, "MNT refused: the client is not in the allow-list");
+                MountRes3::Fail(MountStat3::Acces)
+            };
             if matches!(res, MountRes3::Ok(_)) {
                 export.record_mount(peer, &String::from_utf8_lossy(&path));
                 tracing::info!(peer = %peer, path = %String::from_utf8_lossy(&path), "client mounted");
@@ -80,5 +85,42 @@ fn mnt(export: &Export, path: &[u8]) -> MountRes3 {
         },
         Ok(_) => MountRes3::Fail(MountStat3::NotDir),
         Err(e) => MountRes3::Fail(error::mount_status(&e)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::allow::AllowList;
+    use mountshare_proto::rpc::{decode_reply_header, ReplyBody};
+    use mountshare_proto::xdr::{decode, XdrEncode};
+    use std::sync::Arc;
+
+    /// MNT `/` from `peer` against an export that allows only 10.42.0.0/16.
+    fn mnt_from(peer: &str) -> MountRes3 {
+        let dir = tempfile::tempdir().unwrap();
+        let backend = Arc::new(mountshare_fs::LocalFs::open(dir.path()).unwrap());
+        let export = Export::new(backend, 1, 2049, None, &Default::default())
+            .allow(AllowList::only(vec!["10.42.0.0/16".parse().unwrap()]));
+        let mut args = bytes::BytesMut::new();
+        DirPath(b"/".to_vec()).encode(&mut args);
+        let mut reply = Reply::new(7, true);
+        let peer = SocketAddr::new(peer.parse().unwrap(), 700);
+        call(&export, peer, MOUNT_V3, mountproc3::MNT, &args, &mut reply).unwrap();
+        let framed = reply.finish().to_vec();
+        let (xid, body, at) = decode_reply_header(&framed[4..]).unwrap();
+        assert_eq!((xid, body), (7, ReplyBody::SUCCESS));
+        decode(&framed[4 + at..]).unwrap()
+    }
+
+    /// A client that got past the connection's check (or any other way in) still cannot mount.
+    #[test]
+    fn mnt_from_outside_the_allow_list_is_acces() {
+        assert!(matches!(mnt_from("10.42.3.4"), MountRes3::Ok(_)));
+        assert!(matches!(
+            mnt_from("10.43.0.1"),
+            MountRes3::Fail(MountStat3::Acces)
+        ));
+        assert!(matches!(mnt_from("::ffff:10.42.3.4"), MountRes3::Ok(_)));
     }
 }

@@ -4,6 +4,7 @@
 //! hung FUSE file system never hangs the probe, and `/readyz` only reads what the last probe
 //! found. The [`Observer`] is what `--listen-health` serves (`mountshare-health`).
 use crate::config::HealthConfig;
+use crate::conns::{ConnectionStats, Conns};
 use crate::export::Export;
 use crate::metrics::{CacheUsage, ConnectionCounts, Exposition, Sample};
 use crate::stall::{StallStats, Stalls};
@@ -188,6 +189,7 @@ impl View {
 #[derive(Clone)]
 pub struct Observer {
     pub(crate) stalls: Arc<Stalls>,
+    pub(crate) conns: Arc<Conns>,
     pub(crate) view: Arc<View>,
 }
 
@@ -195,6 +197,11 @@ impl Observer {
     /// What the backend timeout has done so far.
     pub fn stalls(&self) -> StallStats {
         self.stalls.stats()
+    }
+
+    /// Connections open, and those closed idle, evicted, refused or given up so far.
+    pub fn connections(&self) -> ConnectionStats {
+        self.conns.stats.snapshot()
     }
 
     /// Whether the server is ready (its listener is up and the export root answered its last

@@ -56,6 +56,11 @@ impl Framed {
         &ZEROS[..(4 - self.tail_len % 4) % 4]
     }
 
+    /// Bytes of the whole reply on the wire: head, READ data and padding.
+    pub(crate) fn wire_len(&self) -> usize {
+        self.head.len() + self.tail_len + self.pad().len()
+    }
+
     /// The whole reply in one buffer, for replies with no spliced data (UDP, tests).
     pub(crate) fn to_vec(&self) -> Vec<u8> {
         let tail = match &self.tail {
@@ -85,17 +90,18 @@ impl Framed {
         Bytes::from([body, tail, self.pad()].concat())
     }
 
-    /// The reply to call `xid` that is `shared` (from [`Framed::share`]).
-    pub(crate) fn shared(xid: u32, shared: &[u8]) -> Framed {
-        let mut head = BytesMut::with_capacity(8 + shared.len());
-        head.extend_from_slice(&encode_record_header(4 + shared.len()));
-        head.extend_from_slice(&xid.to_be_bytes());
-        head.extend_from_slice(shared);
-        Framed {
-            head,
-            tail: None,
-            tail_len: 0,
-        }
+    /// The reply to call `xid` that is `shared` (from [`Framed::share`]); the shared bytes are
+    /// sent as they are, not copied.
+    pub(crate) fn shared(xid: u32, shared: &Bytes) -> Framed {
+        let mut framed = Framed {
+            head: BytesMut::with_capacity(8),
+            tail: Some(Tail::Bytes(shared.clone())),
+            tail_len: shared.len(),
+        };
+        let len = 4 + shared.len() + framed.pad().len();
+        framed.head.extend_from_slice(&encode_record_header(len));
+        framed.head.extend_from_slice(&xid.to_be_bytes());
+        framed
     }
 
     /// Give the READ buffer and a large reply buffer back to their pool, once written. (A pipe

@@ -1,7 +1,10 @@
 //! The listener: binds the NFS port (and optionally the portmapper port 111), accepts
-//! connections within a bound, and drains in-flight calls on shutdown.
+//! connections (closing those from outside the allow-list at once, and making room at the
+//! connection limit), drains in-flight calls on shutdown, and serves the health endpoints.
+use crate::allow::AllowList;
 use crate::config::{HealthConfig, Limits, ServerConfig};
-use crate::connection::{self, Lanes};
+use crate::connection::{self, Lanes, Shared};
+use crate::conns::{Conns, Every10s, Refused};
 use crate::export::Export;
 use crate::observe::{self, Observer, View};
 use crate::stall::Stalls;
@@ -11,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, UdpSocket};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 /// Send buffer of each connection.
@@ -33,6 +36,8 @@ pub struct Server {
     udp_portmap: Option<UdpSocket>,
     export: Arc<Export>,
     stalls: Arc<Stalls>,
+    conns: Arc<Conns>,
+    allow: AllowList,
     limits: Limits,
     local_addr: SocketAddr,
     /// `/livez`, `/readyz` and `/metrics`, when asked for.
@@ -80,15 +85,23 @@ impl Server {
                 config.portmap_listen.map(|a| a.port()),
                 &config.caches,
             )
-            .expect(config.expect),
+            .expect(config.expect)
+            .allow(config.allow.clone()),
         );
         let stalls = Stalls::new(config.backend_timeout, config.limits.max_stuck);
         let view = View::new(export.clone(), stalls.clone());
+        let conns = Conns::new(
+            config.limits.max_connections,
+            config.limits.max_connections_per_address,
+            config.limits.reply_overflow_bytes,
+        );
         Ok(Server {
             listeners,
             udp_portmap,
             export,
             stalls,
+            conns,
+            allow: config.allow,
             limits: config.limits,
             local_addr,
             health,
@@ -118,6 +131,7 @@ impl Server {
     pub fn observer(&self) -> Observer {
         Observer {
             stalls: self.stalls.clone(),
+            conns: self.conns.clone(),
             view: self.view.clone(),
         }
     }
@@ -127,17 +141,20 @@ impl Server {
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut observing = self.observe(stop_rx.clone());
-        let connections = Arc::new(Semaphore::new(self.limits.max_connections));
-        let global = Arc::new(Lanes::new(self.limits.total_in_flight));
+        let shared = Shared {
+            export: self.export.clone(),
+            stalls: self.stalls.clone(),
+            conns: self.conns.clone(),
+            limits: self.limits.clone(),
+            global: Arc::new(Lanes::new(self.limits.total_in_flight)),
+        };
+        let allow = Arc::new(self.allow);
         let mut tasks = JoinSet::new();
         for listener in self.listeners {
             tasks.spawn(accept_loop(
                 listener,
-                self.export.clone(),
-                self.stalls.clone(),
-                self.limits.clone(),
-                connections.clone(),
-                global.clone(),
+                shared.clone(),
+                allow.clone(),
                 stop_rx.clone(),
             ));
         }
@@ -145,6 +162,7 @@ impl Server {
             tasks.spawn(crate::connection::serve_udp(
                 udp,
                 self.export.clone(),
+                allow.clone(),
                 stop_rx.clone(),
             ));
         }
@@ -190,47 +208,64 @@ impl Server {
 
 async fn accept_loop(
     listener: TcpListener,
-    export: Arc<Export>,
-    stalls: Arc<Stalls>,
-    limits: Limits,
-    connections: Arc<Semaphore>,
-    global: Arc<Lanes>,
+    shared: Shared,
+    allow: Arc<AllowList>,
     mut stop: watch::Receiver<bool>,
 ) {
+    static NOT_ALLOWED: Every10s = Every10s::new();
+    static PER_ADDRESS: Every10s = Every10s::new();
     let mut conns = JoinSet::new();
     loop {
-        let permit = tokio::select! {
-            p = connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = stop.changed() => break,
-        };
         let accepted = tokio::select! {
             a = listener.accept() => a,
             _ = stop.changed() => break,
         };
         while conns.try_join_next().is_some() {}
-        match accepted {
-            Ok((stream, peer)) => {
-                let _ = stream.set_nodelay(true);
-                // Room for a whole 1 MiB READ reply (and a few) in the socket, so a reply is
-                // handed to the kernel in one write instead of trickling out as the client reads.
-                let _ = rustix::net::sockopt::set_socket_send_buffer_size(&stream, SOCKET_BUFFER);
-                conns.spawn(connection::serve(
-                    stream,
-                    peer,
-                    export.clone(),
-                    stalls.clone(),
-                    limits.clone(),
-                    global.clone(),
-                    stop.clone(),
-                    permit,
-                ));
-            }
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
+                // Out of descriptors (EMFILE, ENFILE): close the least recently active
+                // connection, so the client waiting in the backlog gets in. Back off either way
+                // instead of spinning.
+                let raw = e.raw_os_error();
+                if raw == Some(rustix::io::Errno::MFILE.raw_os_error())
+                    || raw == Some(rustix::io::Errno::NFILE.raw_os_error())
+                {
+                    shared.conns.evict_one();
+                }
                 tracing::warn!(error = %e, "accept failed");
                 tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
             }
+        };
+        let ip = peer.ip().to_canonical();
+        if !allow.allows(ip) {
+            shared.conns.stats.refused_allow_list();
+            if let Some(more) = NOT_ALLOWED.due() {
+                tracing::info!(%peer, more_since_last_report = more, "refused a connection: the client is not in the allow-list (--allow)");
+            }
+            continue;
         }
+        let registered = match shared.conns.admit(ip) {
+            Ok(r) => r,
+            Err(Refused::PerAddress) => {
+                if let Some(more) = PER_ADDRESS.due() {
+                    tracing::warn!(%peer, limit = shared.limits.max_connections_per_address, more_since_last_report = more, "refused a connection: its address holds the most connections one address may");
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        // Room for a whole 1 MiB READ reply (and a few) in the socket, so a reply is handed to
+        // the kernel in one write instead of trickling out as the client reads.
+        let _ = rustix::net::sockopt::set_socket_send_buffer_size(&stream, SOCKET_BUFFER);
+        conns.spawn(connection::serve(
+            stream,
+            peer,
+            registered,
+            shared.clone(),
+            stop.clone(),
+        ));
     }
     while conns.join_next().await.is_some() {}
 }

@@ -4,7 +4,7 @@
 //! as the Linux server does it. Pipes are reused from a bounded pool.
 //!
 //! This module owns a READ's pipe for its whole life: [`PipePool::read`] takes one from the pool
-//! and fills it from the file, [`SplicedData::send`] drains it into the socket, and dropping the
+//! and fills it from the file, [`SplicedData::send_some`] drains it into the socket, and dropping the
 //! [`SplicedData`] gives the pipe back (or closes it, if bytes were left in it). Nothing else
 //! touches a pipe.
 use rustix::fd::{AsFd, OwnedFd};
@@ -44,26 +44,23 @@ impl SplicedData {
         self.pipe.as_ref().map_or(0, |p| p.pending)
     }
 
-    /// Move all the bytes into the (non-blocking) socket `sock`; `more` corks it for what
-    /// follows. When the socket is full, `wait_writable` waits for room (or fails, to give up).
-    pub(crate) fn send(
-        &mut self,
-        sock: impl AsFd,
-        more: bool,
-        mut wait_writable: impl FnMut() -> std::io::Result<()>,
-    ) -> std::io::Result<()> {
+    /// Move as many of the bytes as the (non-blocking) socket `sock` takes; `more` corks it
+    /// for what follows. Returns how many moved: 0 when the socket is full.
+    pub(crate) fn send_some(&mut self, sock: impl AsFd, more: bool) -> std::io::Result<usize> {
         let Some(pipe) = self.pipe.as_mut() else {
-            return Ok(());
+            return Ok(0);
         };
+        let mut moved = 0;
         while pipe.pending > 0 {
             match drain_into(pipe, &sock, more) {
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => wait_writable()?,
+                Ok(0) => break,
+                Ok(n) => moved += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
+        Ok(moved)
     }
 }
 
@@ -99,22 +96,25 @@ impl Drop for SplicedData {
 }
 
 /// Pipes kept for reuse, all of one capacity. Each may pin up to its capacity of page-cache
-/// pages while in use.
+/// pages while in use, and a reply may hold one while its client is slow to read it, so there
+/// are never more than `max` pipes at once: past it, READ copies instead.
 pub(crate) struct PipePool {
     free: Mutex<Vec<Pipe>>,
-    max_free: usize,
+    max: usize,
+    /// Pipes that exist: free or in use.
+    live: std::sync::atomic::AtomicUsize,
     capacity: usize,
     /// Cleared when the host refuses pipes of the size needed: READ then copies instead.
     usable: std::sync::atomic::AtomicBool,
 }
 
 impl PipePool {
-    /// A pool of pipes that each hold `capacity` bytes, keeping at most `max_free_bytes` of
-    /// free pipes.
-    pub(crate) fn new(max_free_bytes: usize, capacity: usize) -> Self {
+    /// A pool of at most `max_bytes` of pipes (free or in use) that each hold `capacity` bytes.
+    pub(crate) fn new(max_bytes: usize, capacity: usize) -> Self {
         PipePool {
             free: Mutex::new(Vec::new()),
-            max_free: max_free_bytes / capacity.max(1),
+            max: max_bytes / capacity.max(1),
+            live: std::sync::atomic::AtomicUsize::new(0),
             capacity,
             usable: std::sync::atomic::AtomicBool::new(true),
         }
@@ -139,15 +139,30 @@ impl PipePool {
         }
     }
 
-    /// An empty pipe that holds at least `size` bytes, or `None` when the host won't give one
-    /// (`fs.pipe-max-size` or the per-user pipe limit), in which case READ copies instead.
+    /// An empty pipe that holds at least `size` bytes, or `None` when all the pool may have are
+    /// in use or the host won't give one (`fs.pipe-max-size` or the per-user pipe limit), in
+    /// which case READ copies instead.
     fn take(&self, size: usize) -> Option<Pipe> {
-        if size > self.capacity || !self.usable.load(std::sync::atomic::Ordering::Relaxed) {
+        use std::sync::atomic::Ordering;
+        if size > self.capacity || !self.usable.load(Ordering::Relaxed) {
             return None;
         }
         if let Some(p) = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Some(p);
         }
+        self.live
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()?;
+        let made = self.make();
+        if made.is_none() {
+            self.live.fetch_sub(1, Ordering::AcqRel);
+        }
+        made
+    }
+
+    fn make(&self) -> Option<Pipe> {
         let (read, write) = pipe_with(PipeFlags::CLOEXEC).ok()?;
         // Always the pool's full capacity: a pipe made for a small READ is reused for large ones.
         let size = self.capacity;
@@ -169,25 +184,27 @@ impl PipePool {
         })
     }
 
-    /// Bytes (capacity) and pipes kept free now.
+    /// Bytes (capacity) and pipes that exist now: free, or holding a reply.
     pub(crate) fn usage(&self) -> (usize, usize) {
-        let n = self.free.lock().unwrap_or_else(|e| e.into_inner()).len();
+        let n = self.live.load(std::sync::atomic::Ordering::Acquire);
         (n * self.capacity, n)
     }
 
     pub(crate) fn max_bytes(&self) -> usize {
-        self.max_free * self.capacity
+        self.max * self.capacity
     }
 
     /// Keep an emptied pipe for the next READ; a pipe with bytes left in it is closed.
     fn give_back(&self, pipe: Pipe) {
         if pipe.pending != 0 {
+            drop(pipe);
+            self.live.fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
             return;
         }
-        let mut free = self.free.lock().unwrap_or_else(|e| e.into_inner());
-        if free.len() < self.max_free {
-            free.push(pipe);
-        }
+        self.free
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(pipe);
     }
 }
 
@@ -275,5 +292,21 @@ mod tests {
         let mut big = pool.take(1 << 20).unwrap();
         assert_eq!(fill(&mut big, &file, 0, 1 << 20).unwrap(), 1 << 20);
         assert!(pool.take(2 << 20).is_none(), "larger than the pool's pipes");
+    }
+
+    /// A reply waiting on a slow client holds its pipe: the pool never makes more than its
+    /// bound, and a pipe closed with bytes left in it frees its place.
+    #[test]
+    fn the_pool_makes_no_more_pipes_than_its_bound() {
+        let pool = PipePool::new(2 << 16, 1 << 16);
+        let mut a = pool.take(10).unwrap();
+        let b = pool.take(10).unwrap();
+        assert!(pool.take(10).is_none(), "both pipes are in use");
+        a.pending = 3; // given back with bytes left in it: closed
+        pool.give_back(a);
+        pool.give_back(b);
+        let _c = pool.take(10).unwrap();
+        let _d = pool.take(10).unwrap();
+        assert!(pool.take(10).is_none());
     }
 }

@@ -4,7 +4,10 @@
 //! Everything here talks only to 127.0.0.0/8 on the host and to the VM's private 10.0.2.x network.
 
 pub mod ganesha;
+pub mod hangfs;
 pub mod libnfs;
+pub mod origin;
+pub mod rclone;
 pub mod server;
 pub mod tree;
 pub mod vm;

@@ -331,6 +331,8 @@ pub struct VmConfig {
     pub cpus: u32,
     /// Files to add to the initramfs.
     pub extra_files: Vec<ExtraFile>,
+    /// Modules of the guest kernel to load after [`MODULES`], in this order (e.g. `macvlan`).
+    pub extra_modules: Vec<String>,
     /// How long the guest may take to boot and bring up its network.
     pub boot_timeout: Duration,
     /// Print the console to stderr as it comes.
@@ -345,6 +347,7 @@ impl Default for VmConfig {
             memory_mb: 1024,
             cpus: 1,
             extra_files: Vec::new(),
+            extra_modules: Vec::new(),
             boot_timeout: Duration::from_secs(120),
             echo_console: true,
         }
@@ -379,8 +382,13 @@ emit_names() {
 }
 "#;
 
-fn init_script() -> String {
-    let modules = MODULES.join(" ");
+fn init_script(extra_modules: &[String]) -> String {
+    let modules: Vec<&str> = MODULES
+        .iter()
+        .copied()
+        .chain(extra_modules.iter().map(String::as_str))
+        .collect();
+    let modules = modules.join(" ");
     format!(
         r#"#!/bin/sh
 export PATH=/bin:/sbin:/usr/bin:/usr/sbin
@@ -458,14 +466,18 @@ fn build_initramfs(host: &VmHost, config: &VmConfig) -> Result<Vec<u8>> {
     }
     c.symlink("etc/mtab", "/proc/self/mounts");
     ensure_dirs(&mut c, "lib/testkit-modules/x");
-    for m in MODULES {
+    for m in MODULES
+        .iter()
+        .copied()
+        .chain(config.extra_modules.iter().map(String::as_str))
+    {
         c.file(
             &format!("lib/testkit-modules/{m}.ko"),
             0o644,
             &host.module(m)?,
         );
     }
-    c.file("init", 0o755, init_script().as_bytes());
+    c.file("init", 0o755, init_script(&config.extra_modules).as_bytes());
     c.file("lib/testkit.sh", 0o644, GUEST_LIB.as_bytes());
     c.file("test.sh", 0o644, config.script.as_bytes());
     for f in &config.extra_files {
