@@ -32,7 +32,6 @@ pub use config::{
     DEFAULT_IDLE_TIMEOUT,
 };
 pub use conns::ConnectionStats;
-pub use metrics::ConnectionCounts;
 pub use observe::Observer;
 pub use server::{Server, ServerError};
 pub use stall::StallStats;

@@ -6,6 +6,7 @@
 //! A call is counted once, when its reply is ready to go out, by the status read back from the
 //! encoded reply: the same function counts a reply the handler built, a JUKEBOX sent at the
 //! deadline, and a result shared with a call that joined another (`dispatch` calls it).
+use crate::conns::ConnectionStats;
 use crate::stall::StallStats;
 use mountshare_proto::mount3::{mountproc3, MOUNT_PROGRAM};
 use mountshare_proto::nfs3::{proc3, NFS_PROGRAM, NFS_V3};
@@ -46,6 +47,8 @@ pub const CONNECTIONS_CLOSED_IDLE: &str = "mountshare_serve_connections_closed_i
 pub const CONNECTIONS_EVICTED: &str = "mountshare_serve_connections_evicted";
 /// Connections refused, by `reason`: `allow_list` or `per_address` (counter).
 pub const CONNECTIONS_REFUSED: &str = "mountshare_serve_connections_refused";
+/// Connections closed because their client did not read its replies (counter).
+pub const CONNECTIONS_CLOSED_UNREAD: &str = "mountshare_serve_connections_closed_unread";
 /// Handles resolved by a walk from the root (not in the handle cache), by `outcome` (counter).
 pub const HANDLE_WALKS: &str = "mountshare_serve_handle_walks";
 /// Searches below a handle's guided depth, by `outcome` (counter).
@@ -421,16 +424,6 @@ impl Metrics {
 
 // ---- What is sampled at scrape time. ----
 
-/// Connection counters, as the listener keeps them.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct ConnectionCounts {
-    pub open: u64,
-    pub closed_idle: u64,
-    pub evicted: u64,
-    pub refused_allow: u64,
-    pub refused_per_address: u64,
-}
-
 /// What one cache holds now, and its bound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct CacheUsage {
@@ -444,7 +437,7 @@ pub(crate) struct CacheUsage {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Sample {
     pub stalls: StallStats,
-    pub connections: ConnectionCounts,
+    pub connections: ConnectionStats,
     pub caches: Vec<CacheUsage>,
     pub ready: bool,
     /// Failed root probes by reason: error, timeout, busy.
@@ -645,9 +638,15 @@ impl Collector for Shared {
             CONNECTIONS_REFUSED,
             "Connections refused",
             &[
-                (vec![("reason", "allow_list")], c.refused_allow),
+                (vec![("reason", "allow_list")], c.refused_allow_list),
                 (vec![("reason", "per_address")], c.refused_per_address),
             ],
+        )?;
+        counter(
+            &mut enc,
+            CONNECTIONS_CLOSED_UNREAD,
+            "Connections closed because their client did not read its replies",
+            &[(vec![], c.closed_unread)],
         )?;
 
         let walks: Vec<_> = WALK_OUTCOMES
@@ -893,6 +892,7 @@ mod tests {
             CONNECTIONS_CLOSED_IDLE,
             CONNECTIONS_EVICTED,
             CONNECTIONS_REFUSED,
+            CONNECTIONS_CLOSED_UNREAD,
             HANDLE_WALKS,
             HANDLE_SEARCHES,
             HANDLE_SEARCH_ENTRIES,

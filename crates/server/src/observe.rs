@@ -6,7 +6,7 @@
 use crate::config::HealthConfig;
 use crate::conns::{ConnectionStats, Conns};
 use crate::export::Export;
-use crate::metrics::{CacheUsage, ConnectionCounts, Exposition, Sample};
+use crate::metrics::{CacheUsage, Exposition, Sample};
 use crate::stall::{StallStats, Stalls};
 use mountshare_fs::RelPath;
 use mountshare_mounts::watchdog::{Deadlined, Lane};
@@ -137,26 +137,23 @@ pub(crate) async fn probe_loop(
     }
 }
 
-type ConnectionSource = Box<dyn Fn() -> ConnectionCounts + Send + Sync>;
-
-/// Everything an [`Observer`] reads, beside the stalls it already had.
+/// Everything an [`Observer`] reads, beside the stalls and connections it already had.
 pub(crate) struct View {
     export: Arc<Export>,
     stalls: Arc<Stalls>,
+    /// The listener's table of connections, whose counters `/metrics` shows.
+    conns: Arc<Conns>,
     pub readiness: Arc<Readiness>,
-    /// Where the connection counters come from, once the listener provides them; until then
-    /// they read 0.
-    pub connections: OnceLock<ConnectionSource>,
     exposition: OnceLock<Arc<Exposition>>,
 }
 
 impl View {
-    pub(crate) fn new(export: Arc<Export>, stalls: Arc<Stalls>) -> Arc<View> {
+    pub(crate) fn new(export: Arc<Export>, stalls: Arc<Stalls>, conns: Arc<Conns>) -> Arc<View> {
         let view = Arc::new(View {
             export,
             stalls,
+            conns,
             readiness: Arc::new(Readiness::new()),
-            connections: OnceLock::new(),
             exposition: OnceLock::new(),
         });
         // The exposition samples the view at each scrape; it holds it weakly, so the two do
@@ -174,7 +171,7 @@ impl View {
         let last = self.readiness.last();
         Sample {
             stalls: self.stalls.stats(),
-            connections: self.connections.get().map(|f| f()).unwrap_or_default(),
+            connections: self.conns.stats.snapshot(),
             caches: self.export.cache_usage(),
             ready,
             probe_failures: std::array::from_fn(|i| {

@@ -89,12 +89,12 @@ impl Server {
             .allow(config.allow.clone()),
         );
         let stalls = Stalls::new(config.backend_timeout, config.limits.max_stuck);
-        let view = View::new(export.clone(), stalls.clone());
         let conns = Conns::new(
             config.limits.max_connections,
             config.limits.max_connections_per_address,
             config.limits.reply_overflow_bytes,
         );
+        let view = View::new(export.clone(), stalls.clone(), conns.clone());
         Ok(Server {
             listeners,
             udp_portmap,

@@ -1,7 +1,7 @@
 //! What `--listen-health` shows a user, over HTTP against a running server on loopback:
 //! `/metrics` counts exactly the calls a client made (by procedure and status, with their
-//! latencies and the bytes read), and `/readyz` turns 503 while the exported directory stops
-//! answering and 200 again once it recovers.
+//! latencies and the bytes read) and the connections the listener counted, and `/readyz` turns
+//! 503 while the exported directory stops answering and 200 again once it recovers.
 mod common;
 
 use common::*;
@@ -188,4 +188,52 @@ async fn readyz_turns_503_while_the_export_root_does_not_answer_and_200_after() 
     let why = wait_ready(health, 200).await;
     assert!(why.contains("answered a stat"), "{why}");
     server.stop().await;
+}
+
+/// The connection metrics are the listener's own counts: a connection refused by the
+/// allow-list shows up as refused, a client that mounted as open.
+#[tokio::test]
+async fn metrics_show_the_connections_the_listener_counted() {
+    let (t, _outside) = sample_tree();
+    let only: mountshare_server::Cidr = "127.0.0.1/32".parse().unwrap();
+    let srv = TestServer::start_with(
+        std::sync::Arc::new(mountshare_fs::LocalFs::open(t.path()).unwrap()),
+        |c| {
+            with_health(c);
+            c.allow = mountshare_server::AllowList::only(vec![only]);
+        },
+    )
+    .await;
+    let health = srv.health.unwrap();
+    let before = scrape(health).await;
+    assert_eq!(
+        before.get("mountshare_serve_connections_closed_unread_total"),
+        Some(&0.0)
+    );
+    // From outside the allow-list: closed by the server at once.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+    let mut outside = sock.connect(srv.addr).await.unwrap();
+    let mut b = [0u8; 64];
+    while tokio::time::timeout(Duration::from_secs(30), outside.read(&mut b))
+        .await
+        .expect("the server closes a connection from outside the allow-list")
+        .is_ok_and(|n| n > 0)
+    {}
+    let m = srv.mount().await;
+    m.nfs.getattr_of(&m.root).await.unwrap();
+    let after = scrape(health).await;
+    assert_eq!(
+        after.get("mountshare_serve_connections_refused_total{reason=\"allow_list\"}"),
+        Some(&1.0),
+        "{after:?}"
+    );
+    assert_eq!(srv.observer.connections().refused_allow_list, 1);
+    assert!(
+        after
+            .get("mountshare_serve_connections_open")
+            .is_some_and(|&n| n >= 1.0),
+        "the mounted client's connection is open: {after:?}"
+    );
+    drop(m);
 }
