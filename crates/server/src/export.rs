@@ -6,6 +6,7 @@ use crate::config::MAX_READ;
 use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
 use crate::error::Unresolved;
 use crate::handle::FileHandle;
+use crate::order::ReadOrder;
 use crate::resolve::{self, HandleCache};
 use crate::splice::PipePool;
 use mountshare_fs::{Attr, Backend, FsError, RelPath};
@@ -34,6 +35,8 @@ pub(crate) struct Export {
     expected: Vec<Vec<u8>>,
     /// Who may mount (`--allow`).
     allow: AllowList,
+    /// READs of one file in offset order, when the backend asks for it.
+    read_order: ReadOrder,
 }
 
 impl Export {
@@ -56,7 +59,13 @@ impl Export {
             mounts: Mutex::new(Vec::new()),
             expected: Vec::new(),
             allow: AllowList::everyone(),
+            read_order: ReadOrder::default(),
         }
+    }
+
+    /// Where READs of one file wait for those of lower offsets (see `order.rs`).
+    pub(crate) fn read_order(&self) -> &ReadOrder {
+        &self.read_order
     }
 
     /// Only clients `allow` allows may mount.

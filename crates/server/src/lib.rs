@@ -16,6 +16,7 @@ mod export;
 mod handle;
 mod mount;
 mod nfs;
+mod order;
 mod outbox;
 mod portmap;
 mod reply;
