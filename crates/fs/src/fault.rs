@@ -361,6 +361,10 @@ impl<B: Backend> Backend for FaultFs<B> {
         self.call(Op::Statfs, &RelPath::root(), || self.inner.statfs())
     }
 
+    fn reads_in_order(&self) -> bool {
+        self.inner.reads_in_order()
+    }
+
     fn open_file(&self, path: &RelPath) -> Option<Result<Arc<File>, FsError>> {
         if !self.offer_open_files.load(Ordering::SeqCst) {
             self.lock()[Op::OpenFile.index()].calls += 1;

@@ -247,6 +247,9 @@ impl Backend for Swappable {
     fn statfs(&self) -> Result<FsStats, FsError> {
         self.get()?.statfs()
     }
+    fn reads_in_order(&self) -> bool {
+        self.get().is_ok_and(|fs| fs.reads_in_order())
+    }
     // Forwarded, or READ would never take the zero-copy path under a followed mount.
     fn open_file(&self, path: &RelPath) -> Option<Result<Arc<std::fs::File>, FsError>> {
         match self.get() {

@@ -312,6 +312,12 @@ fn open_path(path: &Path) -> Result<std::os::fd::OwnedFd, FuseConnError> {
     .map_err(|e| FuseConnError::from_errno(format!("open {}", path.display()), e))
 }
 
+/// Whether `file` is on a FUSE mount, found as [`FuseConnection::find`] finds it: from mountinfo,
+/// without a request to the daemon (which may hang).
+pub fn is_fuse(file: impl AsFd) -> bool {
+    mount_of(file.as_fd()).is_ok_and(|m| is_fuse_type(&m.fs_type))
+}
+
 /// One FUSE connection's directory under [`CONNECTIONS_DIR`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FuseConnection {

@@ -52,4 +52,12 @@ pub trait Backend: Send + Sync + 'static {
     fn open_file(&self, _path: &RelPath) -> Option<Result<std::sync::Arc<std::fs::File>, FsError>> {
         None
     }
+    /// Whether concurrent reads of one file should reach this backend in offset order, one at a
+    /// time. True for FUSE file systems over a network stream (rclone without a VFS cache,
+    /// debrid backends): a read out of order makes them reopen the stream at the new offset,
+    /// which costs a whole first byte (measured: 45 MB/s in order, 0.6 MB/s with 8 READs of one
+    /// file in flight, docs/BENCHMARKS.md).
+    fn reads_in_order(&self) -> bool {
+        false
+    }
 }

@@ -43,6 +43,8 @@ impl Default for LocalFsOptions {
 pub struct LocalFs {
     root: OwnedFd,
     open_files: OpenFileCache,
+    /// The root is a FUSE mount: reads of one file go to it in offset order.
+    in_order: bool,
 }
 
 impl LocalFs {
@@ -58,6 +60,7 @@ impl LocalFs {
             Mode::empty(),
         )?;
         Ok(LocalFs {
+            in_order: crate::fuse_conn::is_fuse(&fd),
             root: fd,
             open_files: OpenFileCache::new(
                 options.open_files,
@@ -210,6 +213,10 @@ impl Backend for LocalFs {
 
     fn open_file(&self, path: &RelPath) -> Option<Result<Arc<File>, FsError>> {
         Some(self.cached_file(path))
+    }
+
+    fn reads_in_order(&self) -> bool {
+        self.in_order
     }
 
     fn statfs(&self) -> Result<FsStats, FsError> {

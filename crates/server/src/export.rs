@@ -7,6 +7,7 @@ use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
 use crate::error::Unresolved;
 use crate::handle::FileHandle;
 use crate::metrics::{CacheUsage, Metrics};
+use crate::order::ReadOrder;
 use crate::resolve::{self, HandleCache};
 use crate::splice::PipePool;
 use mountshare_fs::{Attr, Backend, FsError, RelPath};
@@ -36,6 +37,8 @@ pub(crate) struct Export {
     metrics: Arc<Metrics>,
     /// Who may mount (`--allow`).
     allow: AllowList,
+    /// READs of one file in offset order, when the backend asks for it.
+    read_order: ReadOrder,
 }
 
 impl Export {
@@ -64,12 +67,18 @@ impl Export {
             expected: Vec::new(),
             metrics: Arc::new(Metrics::default()),
             allow: AllowList::everyone(),
+            read_order: ReadOrder::default(),
         }
     }
 
     /// What the calls to this export are counted in.
     pub(crate) fn metrics(&self) -> &Arc<Metrics> {
         &self.metrics
+    }
+
+    /// Where READs of one file wait for those of lower offsets (see `order.rs`).
+    pub(crate) fn read_order(&self) -> &ReadOrder {
+        &self.read_order
     }
 
     /// Only clients `allow` allows may mount.

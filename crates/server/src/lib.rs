@@ -18,6 +18,7 @@ mod metrics;
 mod mount;
 mod nfs;
 mod observe;
+mod order;
 mod outbox;
 mod portmap;
 mod reply;

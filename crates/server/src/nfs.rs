@@ -304,6 +304,12 @@ impl Handler<'_> {
             Err(s) => return read_failed(reply, s, PostOpAttr(None)),
         };
         let count = a.count.min(MAX_READ) as usize;
+        // One sequential stream per file for backends that need it (FUSE over HTTP).
+        let _turn = self
+            .export
+            .backend()
+            .reads_in_order()
+            .then(|| self.export.read_order().enter(path_hash(&path), a.offset));
         if count > 0 && self.zero_copy {
             if let Some(opened) = self.export.backend().open_file(&path) {
                 let file = match opened {
