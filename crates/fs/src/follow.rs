@@ -344,7 +344,20 @@ impl Follower {
     pub fn check(&mut self) -> Result<Change, LocateError> {
         let (now, stack) = match self.accept {
             Accept::Fuse => (locate(&self.source, &self.dir)?, Vec::new()),
-            Accept::Any { .. } => self.locate_any()?,
+            Accept::Any { require_mount } => match self.locate_any() {
+                Ok(found) => found,
+                // No /proc (a bare chroot): nothing can be followed, but a directory that
+                // needs no mount can still be served as it is.
+                Err(LocateError::OwnMountinfo(e))
+                    if !require_mount && self.current.is_none() && !self.mounted_once =>
+                {
+                    if !self.plain {
+                        tracing::warn!(error = %e, "cannot read /proc/self/mountinfo: serving DIR as it is, without following what is mounted there");
+                    }
+                    (None, Vec::new())
+                }
+                Err(e) => return Err(e),
+            },
         };
         if now == self.current {
             return self.maybe_plain();
