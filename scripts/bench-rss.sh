@@ -24,13 +24,10 @@ cargo build --release -q -p mountshare
 cargo run --release -q -p mountshare-testkit --example wide_tree -- "$TREE" "$DIRS" "$FILES"
 BIN="$TARGET/release/mountshare"
 
-port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-if [ -z "$PORT" ]; then
-    while :; do
-        PORT=$(( 20000 + RANDOM % 20000 ))
-        port_is_free "$PORT" && break
-    done
-fi
+die() { echo "bench-rss: $*" >&2; exit 1; }
+# shellcheck source=scripts/bench-lib.sh
+. "$REPO/scripts/bench-lib.sh"
+[ -n "$PORT" ] || PORT="$(free_port)"
 
 LOG="$(mktemp)"
 "$BIN" serve "$TREE" --listen "127.0.0.1:$PORT" "$@" >"$LOG" 2>&1 &
