@@ -7,6 +7,7 @@
 //! they never look at an error's kind, nor remap a status they got from here.
 //! `tests/status_mapping.rs` checks that by reading the crate's sources.
 use crate::handle::BadHandle;
+use crate::throttle::Throttle;
 use mountshare_fs::{FileKind, FsError};
 use mountshare_proto::mount3::MountStat3;
 use mountshare_proto::nfs3::NfsStat3;
@@ -118,29 +119,16 @@ pub(crate) fn nfsstat(err: &FsError) -> NfsStat3 {
 }
 
 fn report_io(err: &FsError, status: NfsStat3) {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::{SystemTime, UNIX_EPOCH};
-    static LAST: AtomicU64 = AtomicU64::new(0);
-    static SUPPRESSED: AtomicU64 = AtomicU64::new(0);
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let last = LAST.load(Ordering::Relaxed);
-    if now >= last + 10
-        && LAST
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        let suppressed = SUPPRESSED.swap(0, Ordering::Relaxed);
-        let told = if status == NfsStat3::Jukebox {
-            "clients are told to retry (JUKEBOX)"
-        } else {
-            "clients get EIO"
-        };
-        tracing::warn!(error = %err, suppressed, "the exported file system failed a call; {told}");
+    static EVERY_10S: Throttle = Throttle::every(10);
+    let Some(suppressed) = EVERY_10S.admit() else {
+        return;
+    };
+    let told = if status == NfsStat3::Jukebox {
+        "clients are told to retry (JUKEBOX)"
     } else {
-        SUPPRESSED.fetch_add(1, Ordering::Relaxed);
-    }
+        "clients get EIO"
+    };
+    tracing::warn!(error = %err, suppressed, "the exported file system failed a call; {told}");
 }
 
 fn map(err: &FsError) -> NfsStat3 {

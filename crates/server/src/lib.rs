@@ -26,6 +26,7 @@ mod resolve;
 mod server;
 mod splice;
 mod stall;
+mod throttle;
 
 pub use allow::{AllowList, Cidr, CidrError};
 pub use config::{

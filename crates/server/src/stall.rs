@@ -13,6 +13,7 @@
 //!   rather than becoming stuck too; once `max_stuck` calls are stuck, every new backend call is.
 //!
 //! Nothing here blocks: waiting is the connection's business (async), working the call's.
+use crate::throttle::Throttle;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, AtomicU8, AtomicUsize, Ordering};
@@ -309,16 +310,10 @@ impl Deadline {
 
 /// Say, at most every ten seconds, that backend calls are outliving their deadline.
 fn report_stuck(stuck: usize, deadline: Duration) {
-    static LAST: Mutex<Option<Instant>> = Mutex::new(None);
-    static SINCE: AtomicU64 = AtomicU64::new(0);
-    let mut last = LAST.lock().unwrap_or_else(|e| e.into_inner());
-    let now = Instant::now();
-    if last.is_some_and(|t| now.duration_since(t) < Duration::from_secs(10)) {
-        SINCE.fetch_add(1, Ordering::Relaxed);
+    static EVERY_10S: Throttle = Throttle::every(10);
+    let Some(more) = EVERY_10S.admit() else {
         return;
-    }
-    *last = Some(now);
-    let more = SINCE.swap(0, Ordering::Relaxed);
+    };
     tracing::warn!(
         stuck,
         more_since_last_report = more,
