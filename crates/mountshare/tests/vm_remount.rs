@@ -6,12 +6,10 @@
 //! Needs root, /dev/fuse and the `hangfs` binary of mountshare-testkit built with the same
 //! profile (`cargo test --workspace` builds it). `MOUNTSHARE_SKIP_VM=1` skips it.
 
-use mountshare_testkit::hangfs::{hangfs_binary, HangFs, HangFsOptions};
+use mountshare_testkit::hangfs::{Fixture, HangFs, HangFsOptions};
 use mountshare_testkit::server::ServerProcess;
-use mountshare_testkit::tempfile;
 use mountshare_testkit::tree::{self, TreeBuilder};
 use mountshare_testkit::vm::{self, Vm, VmConfig};
-use std::path::Path;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_mountshare");
@@ -22,19 +20,9 @@ fn a_remounted_fuse_daemon_is_followed_without_an_empty_listing() {
     if vm::skip("a_remounted_fuse_daemon_is_followed_without_an_empty_listing") {
         return;
     }
-    assert!(
-        Path::new("/dev/fuse").exists() && rustix::process::geteuid().is_root(),
-        "this test needs root and /dev/fuse"
-    );
-    let hangfs = hangfs_binary().expect("the hangfs binary of mountshare-testkit");
-    let base = tempfile::Builder::new()
-        .prefix("mountshare-vm-remount-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    let source = base.path().join("source");
-    let mnt = base.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let t = TreeBuilder::new(&source).unwrap();
+    let fixture = Fixture::new("mountshare-vm-remount-", env!("CARGO_TARGET_TMPDIR"));
+    let (hangfs, source, mnt) = (&fixture.hangfs, &fixture.source, &fixture.mnt);
+    let t = TreeBuilder::new(source).unwrap();
     let movie = t.file("__all__/movie.mkv", 8 << 20, 7).unwrap();
     let movie_md5 = tree::md5_file(&movie).unwrap();
     t.bytes("movies/a.mkv", b"a").unwrap();
@@ -42,8 +30,8 @@ fn a_remounted_fuse_daemon_is_followed_without_an_empty_listing() {
     let entries = 3; // __all__, movies, shows
 
     let mut fs =
-        HangFs::start(&hangfs, &source, &mnt, HangFsOptions::default()).expect("mount hangfs");
-    let mut server = ServerProcess::start_local(BIN, &mnt, &["--expect", "__all__"])
+        HangFs::start(hangfs, source, mnt, HangFsOptions::default()).expect("mount hangfs");
+    let mut server = ServerProcess::start_local(BIN, mnt, &["--expect", "__all__"])
         .expect("start mountshare serve");
     let options = format!(
         "vers=3,port={p},mountport={p},tcp,nolock,soft,timeo=100,retrans=3,actimeo=0",

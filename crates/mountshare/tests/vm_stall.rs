@@ -11,12 +11,10 @@
 //! mountshare-testkit --bin hangfs`, then `cargo test --release -p mountshare --test vm_stall --
 //! --nocapture`). `MOUNTSHARE_SKIP_VM=1` skips it.
 
-use mountshare_testkit::hangfs::{hangfs_binary, HangFs, HangFsOptions};
+use mountshare_testkit::hangfs::{Fixture, HangFs, HangFsOptions};
 use mountshare_testkit::server::ServerProcess;
-use mountshare_testkit::tempfile;
 use mountshare_testkit::tree::{self, TreeBuilder};
 use mountshare_testkit::vm::{self, Vm, VmConfig};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_mountshare");
@@ -31,19 +29,9 @@ fn kernel_client_stays_prompt_with_80_reads_hung_in_the_fuse_backend() {
     if vm::skip("kernel_client_stays_prompt_with_80_reads_hung_in_the_fuse_backend") {
         return;
     }
-    assert!(
-        Path::new("/dev/fuse").exists() && rustix::process::geteuid().is_root(),
-        "this test needs root and /dev/fuse"
-    );
-    let hangfs = hangfs_binary().expect("the hangfs binary of mountshare-testkit");
-    let base = tempfile::Builder::new()
-        .prefix("mountshare-vm-stall-")
-        .tempdir_in(env!("CARGO_TARGET_TMPDIR"))
-        .unwrap();
-    let source = base.path().join("source");
-    let mnt = base.path().join("mnt");
-    std::fs::create_dir(&mnt).unwrap();
-    let t = TreeBuilder::new(&source).unwrap();
+    let fixture = Fixture::new("mountshare-vm-stall-", env!("CARGO_TARGET_TMPDIR"));
+    let (hangfs, source, mnt) = (&fixture.hangfs, &fixture.source, &fixture.mnt);
+    let t = TreeBuilder::new(source).unwrap();
     let mut hung_md5 = Vec::new();
     for i in 0..READERS {
         let f = t
@@ -66,16 +54,16 @@ fn kernel_client_stays_prompt_with_80_reads_hung_in_the_fuse_backend() {
     }
 
     let fs = HangFs::start(
-        &hangfs,
-        &source,
-        &mnt,
+        hangfs,
+        source,
+        mnt,
         HangFsOptions {
             hang: vec!["hang/*".into()],
             ..HangFsOptions::default().kernel_default_max_background()
         },
     )
     .expect("mount hangfs");
-    let mut server = ServerProcess::start_local(BIN, &mnt, &[]).expect("start mountshare serve");
+    let mut server = ServerProcess::start_local(BIN, mnt, &[]).expect("start mountshare serve");
     let options = format!(
         "vers=3,port={p},mountport={p},tcp,nolock,soft",
         p = server.port()

@@ -532,6 +532,41 @@ pub fn unmount_lazy(path: &Path) -> Result<()> {
     }
 }
 
+/// Where a test mounts hangfs: a temporary directory below `under` (on disk, e.g. the test's
+/// `CARGO_TARGET_TMPDIR`) holding `source` (the tree to serve, to be filled) and `mnt` (the empty
+/// mount point), and the hangfs binary. Panics with a clear message when the test cannot run
+/// here: not root, no /dev/fuse, or hangfs not built.
+pub struct Fixture {
+    pub hangfs: PathBuf,
+    pub source: PathBuf,
+    pub mnt: PathBuf,
+    _base: tempfile::TempDir,
+}
+
+impl Fixture {
+    pub fn new(prefix: &str, under: impl AsRef<Path>) -> Fixture {
+        assert!(
+            Path::new("/dev/fuse").exists() && rustix::process::geteuid().is_root(),
+            "this test needs root and /dev/fuse"
+        );
+        let hangfs = hangfs_binary().expect("the hangfs binary of mountshare-testkit");
+        let base = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(under)
+            .expect("create the fixture directory");
+        let source = base.path().join("source");
+        let mnt = base.path().join("mnt");
+        fs::create_dir_all(&source).expect("create the source directory");
+        fs::create_dir(&mnt).expect("create the mount point");
+        Fixture {
+            hangfs,
+            source,
+            mnt,
+            _base: base,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
