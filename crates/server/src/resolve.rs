@@ -87,8 +87,12 @@ impl HandleCache {
     }
 
     pub(crate) fn insert(&self, path: &RelPath) {
-        let bytes = path.as_bytes();
-        let hash = path_hash(path);
+        self.insert_hashed(path_hash(path), path.as_bytes());
+    }
+
+    /// [`HandleCache::insert`] of the path `bytes` (those of a valid [`RelPath`]), whose
+    /// [`path_hash`] is `hash`.
+    pub(crate) fn insert_hashed(&self, hash: u64, bytes: &[u8]) {
         let mut g = self.lock();
         if g[0].path(hash) == Some(bytes) {
             return;
