@@ -62,7 +62,7 @@ pub struct ServeArgs {
     /// congestion_threshold to 3/4 of N), never lowering them, at start and whenever the mount is
     /// replaced. The kernel's default, 12, lets 12 hung reads stall every read of the mount.
     /// 0 leaves the connection alone.
-    #[arg(long, value_name = "N", default_value_t = mountshare_fs::fuse_conn::DEFAULT_MAX_BACKGROUND)]
+    #[arg(long, value_name = "N", default_value_t = mountshare_mounts::fuse::DEFAULT_MAX_BACKGROUND)]
     pub fuse_max_background: u32,
 
     /// A name the export root must hold (repeatable). A listing of a root that lacks one is
@@ -402,13 +402,13 @@ fn listener_twin(listener: &tokio::net::TcpListener) -> anyhow::Result<std::net:
     Ok(twin)
 }
 
-/// Raise the FUSE connection limits of a mount just found (`mountshare_fs::fuse_conn`), and
+/// Raise the FUSE connection limits of a mount just found (`mountshare_mounts::fuse`), and
 /// say what was done, once per mount.
 fn tune_fuse(change: &Change, max_background: u32) {
     let Change::Opened(found) = change else {
         return;
     };
-    let outcome = mountshare_fs::fuse_conn::tune_path(&found.open_path, max_background);
+    let outcome = mountshare_mounts::fuse::tune_path(&found.open_path, max_background);
     if outcome.is_warning() {
         tracing::warn!(mount = %found, "could not raise the FUSE connection's limits: {outcome}; 12 hung reads can then stall every read of this mount");
     } else {
