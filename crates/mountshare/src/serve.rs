@@ -88,8 +88,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_connections: usize,
 
-    /// Connections one client address may hold; more from that address are closed at once. A
-    /// Linux client uses one connection per server (nconnect=N: N).
+    /// Connections one client address may hold. At it, a new connection from that address is
+    /// admitted and that address's least recently active connection is closed, so idle
+    /// connections never lock a client out, its own address's included. A Linux client uses
+    /// one connection per server (nconnect=N: N).
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_connections_per_address: usize,
 
