@@ -211,8 +211,8 @@ pub fn locate(source: &Source, dir: &Path) -> Result<Option<Found>, LocateError>
 }
 
 /// The backend the server holds: the open FUSE tree, replaced when the mount changes, or none
-/// while it is away (calls then fail with ENOTCONN, which clients see as EIO, as with a dead
-/// FUSE daemon; handles stay valid).
+/// while it is away (calls then fail with ENOTCONN, as with a dead FUSE daemon, which the server
+/// answers NFS3ERR_JUKEBOX: clients wait and retry; handles stay valid).
 #[derive(Default)]
 pub struct Swappable {
     current: RwLock<Option<Arc<LocalFs>>>,

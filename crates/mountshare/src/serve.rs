@@ -125,7 +125,7 @@ pub struct ServeArgs {
     pub require_mount: bool,
 
     /// Serve /livez, /readyz and /metrics over HTTP on this address (e.g. 0.0.0.0:9103; the
-    /// agent's default is 9102). /readyz answers 200 while the NFS listener is up and the
+    /// agent's is 29750 in deploy/). /readyz answers 200 while the NFS listener is up and the
     /// export root answered a stat within --ready-timeout. Off by default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen_health: Option<SocketAddr>,
