@@ -209,6 +209,7 @@ impl DirSnapshot {
 /// Limits of the [`DirCache`].
 #[derive(Debug, Clone)]
 pub(crate) struct DirCacheLimits {
+    /// Directories kept.
     pub max_dirs: usize,
     /// Bytes of snapshots kept (a larger snapshot is served from its one read only).
     pub max_bytes: usize,
@@ -220,7 +221,10 @@ pub(crate) struct DirCacheLimits {
 impl Default for DirCacheLimits {
     fn default() -> Self {
         DirCacheLimits {
-            max_dirs: 1024,
+            // The bound in bytes is the one that matters; this one only keeps a pass over
+            // the cache short. A walk of a library of 10,000 folders, each listed by its own
+            // call, keeps every folder's snapshot for the next walk.
+            max_dirs: 32768,
             max_bytes: 16 << 20,
             max_age: Duration::from_secs(2),
         }
@@ -337,12 +341,13 @@ impl DirCache {
         inner.map.insert(path, (snap, tick));
     }
 
-    /// Drop the least recently used snapshots until one of `n` bytes fits, and, when the cache
-    /// is full in directories, a sixteenth of it more: finding them is a pass over the cache,
-    /// and a walk of a tree of small directories, which inserts a snapshot per call, would
-    /// otherwise make that pass on every call once the cache is full.
+    /// Drop the least recently used snapshots until one of `n` bytes fits with a sixteenth of
+    /// the bounds (directories and bytes) to spare: finding them is a pass over the cache, and a
+    /// walk of a tree of small directories, which inserts a snapshot per call, would otherwise
+    /// make that pass on every call once the cache is full.
     fn evict(&self, inner: &mut Inner, n: usize, max_bytes: usize) {
         let keep_dirs = self.limits.max_dirs - self.limits.max_dirs / 16;
+        let keep_bytes = max_bytes - max_bytes / 16;
         // Ticks are unique: the oldest snapshots are those used at or before a cut-off tick.
         let mut by_use: Vec<(u64, usize)> = inner
             .map
@@ -353,7 +358,7 @@ impl DirCache {
         let (mut dirs, mut bytes) = (inner.map.len(), inner.bytes);
         let mut cut = None;
         for (used, b) in by_use {
-            if dirs < keep_dirs && bytes + n <= max_bytes {
+            if dirs < keep_dirs && bytes + n <= keep_bytes {
                 break;
             }
             dirs -= 1;
