@@ -9,7 +9,8 @@
 //! call. A snapshot is compact: every name in one buffer, beside an array of (cookie, end) pairs
 //! (12 bytes per entry, not a heap allocation per name). The cache is bounded in directories
 //! and in bytes, and drops snapshots as soon as they are too old to be served again. The
-//! buffers of a snapshot gone are kept (within a quarter of the bound) for the next one: a walk
+//! buffers of a large snapshot gone are kept (a few, within a quarter of the bound) for the
+//! next one: a walk
 //! of a large tree replaces every snapshot every few seconds, and buffers freed and allocated
 //! anew by whichever threads ran the calls fragmented the allocator's per-thread arenas until
 //! RSS grew with every walk.
@@ -22,6 +23,11 @@ use std::time::{Duration, Instant};
 /// Bytes counted for a snapshot besides its names and index: the map slot, the `Arc` and the
 /// struct itself.
 const SNAPSHOT_OVERHEAD: usize = 160;
+
+/// Spare buffers smaller than this are freed rather than kept.
+const MIN_SPARE_BYTES: usize = 64 << 10;
+/// Most snapshots' buffers kept spare.
+const MAX_SPARE_STORES: usize = 64;
 
 /// The buffers of one snapshot.
 #[derive(Debug, Default)]
@@ -85,7 +91,13 @@ impl Spare {
 
     fn give(&mut self, store: Storage) {
         let n = store.capacity();
-        if self.bytes + n <= self.max_bytes {
+        // Only large buffers are worth keeping (they are the ones that fragmented the arenas),
+        // and only a few: `take` looks at each, and a walk of thousands of small folders would
+        // otherwise fill this with thousands of tiny ones.
+        if n >= MIN_SPARE_BYTES
+            && self.stores.len() < MAX_SPARE_STORES
+            && self.bytes + n <= self.max_bytes
+        {
             self.bytes += n;
             self.stores.push(store);
         }
@@ -403,25 +415,29 @@ mod tests {
 
     #[test]
     fn snapshots_are_sorted_by_cookie_and_the_cache_is_bounded_in_bytes() {
+        // Large enough that a snapshot's buffers are worth keeping spare.
+        const N: usize = 300;
+        let name = |i: usize| format!("name-{i}-{}", "x".repeat(240));
         let t = tempfile::tempdir().unwrap();
         for d in ["a", "b", "c"] {
             std::fs::create_dir(t.path().join(d)).unwrap();
-            for i in 0..100 {
-                std::fs::write(t.path().join(d).join(format!("name-{i}")), b"").unwrap();
+            for i in 0..N {
+                std::fs::write(t.path().join(d).join(name(i)), b"").unwrap();
             }
         }
         let fs = LocalFs::open(t.path()).unwrap();
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
         let one = DirSnapshot::new(fs.read_dir(&a).unwrap(), &attr, None);
-        assert_eq!(one.len(), 100);
+        assert_eq!(one.len(), N);
+        assert!(one.bytes() >= MIN_SPARE_BYTES);
         let cookies: Vec<u64> = one.entries().map(|(c, _)| c).collect();
         assert!(cookies.windows(2).all(|w| w[0] <= w[1]), "cookie order");
         assert!(one.entries().all(|(c, n)| name_cookie(n) == c));
-        assert!(one.contains(b"name-42") && !one.contains(b"name-100"));
+        assert!(one.contains(name(42).as_bytes()) && !one.contains(name(N).as_bytes()));
         let after = one.position_after(cookies[9]);
-        assert_eq!(one.entries_from(after).count(), 90);
-        // Room for two snapshots of 100 entries, not three (a quarter of the bound is for
+        assert_eq!(one.entries_from(after).count(), N - 10);
+        // Room for two snapshots, not three (a quarter of the bound is for
         // spare buffers).
         let cache = DirCache::new(DirCacheLimits {
             max_bytes: one.bytes() * 4 - 100,
@@ -430,17 +446,17 @@ mod tests {
         for d in ["a", "b", "c"] {
             let p = RelPath::parse(d.as_bytes()).unwrap();
             let attr = fs.stat(&p).unwrap();
-            assert_eq!(cache.snapshot(&fs, &p, &attr).unwrap().len(), 100);
+            assert_eq!(cache.snapshot(&fs, &p, &attr).unwrap().len(), N);
         }
         let (bytes, entries) = cache.usage();
         assert!(bytes <= cache.max_bytes(), "{bytes}");
-        assert_eq!(entries, 200, "the least recently used went");
+        assert_eq!(entries, 2 * N, "the least recently used went");
         // Its buffers wait for the next snapshot, which reuses them.
         let spare = lock_spare(&cache.spare).stores.len();
         assert_eq!(spare, 1);
         let p = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&p).unwrap();
-        assert_eq!(cache.snapshot(&fs, &p, &attr).unwrap().len(), 100);
+        assert_eq!(cache.snapshot(&fs, &p, &attr).unwrap().len(), N);
         assert!(lock_spare(&cache.spare).stores.len() <= spare);
     }
 }
