@@ -21,6 +21,7 @@ mod observe;
 mod order;
 mod outbox;
 mod portmap;
+mod procedure;
 mod reply;
 mod resolve;
 mod server;
