@@ -563,3 +563,76 @@ impl Handler<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procedure::Lane;
+    use crate::reply::Status;
+    use mountshare_proto::rpc::{decode_reply_header, ReplyBody};
+
+    /// The status at the head of `results` of `procedure`, decoded whole as a client decodes
+    /// them (a failure arm that does not decode, or bytes left over, fail the test).
+    fn decoded_status(procedure: u32, results: &[u8]) -> Option<NfsStat3> {
+        fn status<T: XdrDecode, F: XdrDecode>(b: &[u8]) -> Option<NfsStat3> {
+            let (res, len) = mountshare_proto::xdr::decode_prefix::<NfsRes<T, F>>(b).ok()?;
+            (len == b.len()).then(|| res.status())
+        }
+        match procedure {
+            proc3::GETATTR => status::<GetAttr3ResOk, ()>(results),
+            proc3::LOOKUP => status::<Lookup3ResOk, Lookup3ResFail>(results),
+            proc3::ACCESS => status::<Access3ResOk, Access3ResFail>(results),
+            proc3::READLINK => status::<ReadLink3ResOk, ReadLink3ResFail>(results),
+            proc3::READ => status::<Read3ResOk, Read3ResFail>(results),
+            proc3::READDIR => status::<ReadDir3ResOk, ReadDir3ResFail>(results),
+            proc3::READDIRPLUS => status::<ReadDirPlus3ResOk, ReadDirPlus3ResFail>(results),
+            proc3::FSSTAT => status::<FsStat3ResOk, FsStat3ResFail>(results),
+            proc3::FSINFO => status::<FsInfo3ResOk, FsInfo3ResFail>(results),
+            proc3::PATHCONF => status::<PathConf3ResOk, PathConf3ResFail>(results),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_row_is_named_and_fails_as_its_procedure_at_the_deadline() {
+        let mut reaching = Vec::new();
+        for (number, row) in (0u32..).zip(PROCEDURES.iter()) {
+            assert_eq!(Some(row.name), proc3::name(number));
+            let Some(failed) = row.reaches_backend else {
+                continue;
+            };
+            reaching.push(row.name);
+            for status in [NfsStat3::Jukebox, NfsStat3::Stale] {
+                let mut reply = Reply::new(9, true);
+                failed(status, &mut reply);
+                let framed = reply.finish();
+                assert_eq!(framed.outcome.status, Status::Nfs(status), "{}", row.name);
+                assert_eq!(framed.outcome.read_bytes, 0);
+                let bytes = framed.to_vec();
+                let body = bytes.get(4..).unwrap();
+                let (xid, header, at) = decode_reply_header(body).unwrap();
+                assert_eq!((xid, header), (9, ReplyBody::SUCCESS), "{}", row.name);
+                let results = body.get(at..).unwrap();
+                let decoded = decoded_status(number, results);
+                assert_eq!(decoded, Some(status), "{}", row.name);
+            }
+        }
+        assert_eq!(
+            reaching,
+            [
+                "GETATTR",
+                "LOOKUP",
+                "ACCESS",
+                "READLINK",
+                "READ",
+                "READDIR",
+                "READDIRPLUS",
+                "FSSTAT",
+                "FSINFO",
+                "PATHCONF"
+            ]
+        );
+        let data: Vec<_> = PROCEDURES.iter().filter(|r| r.lane == Lane::Data).collect();
+        assert!(matches!(data.as_slice(), [r] if r.name == "READ"));
+    }
+}

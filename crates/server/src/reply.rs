@@ -294,3 +294,64 @@ pub(crate) fn decode_args<T: XdrDecode>(args: &[u8]) -> Result<T, AcceptStat> {
         AcceptStat::GarbageArgs
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mountshare_proto::nfs3::{GetAttr3Res, Read3Res, Read3ResFail};
+    use mountshare_proto::rpc::RejectStat;
+
+    fn said(reply: Reply) -> (&'static str, u64) {
+        let o = reply.finish().outcome;
+        (o.status.name(), o.read_bytes)
+    }
+
+    #[test]
+    fn a_reply_carries_the_status_it_wrote() {
+        let mut r = Reply::new(1, true);
+        r.success();
+        assert_eq!(said(r), ("SUCCESS", 0));
+        let mut r = Reply::new(1, true);
+        r.results(&GetAttr3Res::Fail(NfsStat3::Stale, ()));
+        assert_eq!(said(r), ("NFS3ERR_STALE", 0));
+        let mut r = Reply::new(1, true);
+        r.results(&MountRes3::Fail(MountStat3::Acces));
+        assert_eq!(said(r), ("MNT3ERR_ACCES", 0));
+        let mut r = Reply::new(1, true);
+        r.results(&PmapList(Vec::new()));
+        assert_eq!(said(r), ("SUCCESS", 0));
+        // A failure replaces whatever was written, READ bytes included.
+        let mut r = Reply::new(1, true);
+        r.read_ok(&PostOpAttr(None), 4096, false);
+        r.fail(ReplyBody::Accepted(AcceptStat::GarbageArgs));
+        assert_eq!(said(r), ("GARBAGE_ARGS", 0));
+        let mut r = Reply::new(1, false);
+        r.fail(ReplyBody::Denied(RejectStat::AuthError(
+            mountshare_proto::rpc::AuthStat::TooWeak,
+        )));
+        assert_eq!(said(r), ("AUTH_ERROR", 0));
+        let mut r = Reply::new(1, true);
+        r.results(&Read3Res::Fail(NfsStat3::Jukebox, Read3ResFail::default()));
+        assert_eq!(said(r), ("NFS3ERR_JUKEBOX", 0));
+    }
+
+    #[test]
+    fn a_shared_reply_keeps_its_status_and_bytes() {
+        let mut r = Reply::new(1, true);
+        r.read_ok(&PostOpAttr(None), 3, true);
+        r.set_tail(Tail::Bytes(Bytes::from_static(b"abc")));
+        let mut framed = r.finish();
+        let whole = framed.to_vec();
+        let shared = framed.share();
+        assert_eq!(shared.outcome, framed.outcome);
+        assert_eq!(shared.outcome.read_bytes, 3);
+        let joined = Framed::shared(2, &shared);
+        assert_eq!(joined.outcome, framed.outcome);
+        // The same reply under the other xid.
+        let mut expected = whole.clone();
+        if let Some(xid) = expected.get_mut(4..8) {
+            xid.copy_from_slice(&2u32.to_be_bytes());
+        }
+        assert_eq!(joined.to_vec(), expected);
+    }
+}
