@@ -384,7 +384,9 @@ pub(crate) async fn serve_udp(
             zero_copy: false,
             arrived: Instant::now(),
         };
-        if let Some(reply) = dispatch::dispatch_udp_portmap(&export, &ctx, &buf[..n]) {
+        if let Some(reply) =
+            dispatch::dispatch_udp_portmap(&export, &ctx, buf.get(..n).unwrap_or_default())
+        {
             let _ = sock.send_to(&reply.to_vec(), peer).await;
         }
     }
