@@ -841,7 +841,8 @@ pub fn encode_read3_resok_head(
 }
 
 /// The file handle that begins READ3args (RFC 1813 3.3.6: `nfs_fh3 file` first), as encoded:
-/// its length word and at most [`NFS3_FHSIZE`] bytes of it, or as much of that as `args` holds.
+/// its length word and at most [`NFS3_FHSIZE`] bytes of it (no padding), or as much of that as
+/// `args` holds.
 /// Nothing is checked: a server can tell READs of one file apart before decoding their
 /// arguments (which may still turn out to be garbage).
 pub fn peek_read3_file(args: &[u8]) -> &[u8] {
