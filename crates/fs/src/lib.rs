@@ -12,7 +12,6 @@ mod error;
 #[cfg(any(test, feature = "fault"))]
 pub mod fault;
 pub mod follow;
-pub mod fuse_conn;
 mod local;
 mod open_files;
 mod path;
