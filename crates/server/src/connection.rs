@@ -214,7 +214,6 @@ async fn read_some(rd: &OwnedReadHalf, buf: &mut BytesMut) -> std::io::Result<us
 /// on a blocking thread, and answer JUKEBOX at the deadline if the backend has not answered.
 async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemaphorePermit) {
     let peek = dispatch::peek(&record);
-    drop(record);
     let deadline = tokio::time::Instant::from_std(arrived + conn.stalls.deadline);
     let procedure = peek.key.as_ref().map(|k| k.procedure);
     let xid = peek.xid().unwrap_or_default();

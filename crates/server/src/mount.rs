@@ -3,7 +3,7 @@
 //! except MNT, which only version 3 serves (version 1's 32-byte handles cannot hold ours).
 use crate::error;
 use crate::export::Export;
-use crate::procedure::{void, Call, Handler, Procedure};
+use crate::procedure::{void, Handler, Procedure, Run};
 use crate::reply::{decode_args, Reply};
 use mountshare_fs::RelPath;
 use mountshare_proto::mount3::*;
@@ -20,7 +20,7 @@ pub(crate) static PROCEDURES: [Procedure; mountproc3::NAMES.len()] = [
 ];
 
 /// MOUNT procedure `number`.
-const fn local(number: u32, call: Call) -> Procedure {
+const fn local(number: u32, call: Run) -> Procedure {
     Procedure::local(&mountproc3::NAMES, number, call)
 }
 

@@ -1,7 +1,7 @@
 //! NFS version 3 procedures (RFC 1813 section 3.3): the read side over the backend, and
 //! NFS3ERR_ROFS for every procedure that would change the tree.
 use crate::config::MAX_READ;
-use crate::procedure::{answer, void, Call, Handler, Procedure};
+use crate::procedure::{answer, void, Handler, Procedure, Run};
 use crate::reply::{decode_args, Reply, Results, Tail};
 
 use crate::error::{self, nfsstat};
@@ -77,12 +77,12 @@ pub(crate) static PROCEDURES: [Procedure; proc3::NAMES.len()] = [
 ];
 
 /// NFSv3 procedure `number`, answered without the backend.
-const fn local(number: u32, call: Call) -> Procedure {
+const fn local(number: u32, call: Run) -> Procedure {
     Procedure::local(&proc3::NAMES, number, call)
 }
 
 /// NFSv3 procedure `number`, which may wait on the backend; `R` is its results.
-const fn backend<R: Failure>(number: u32, call: Call) -> Procedure {
+const fn backend<R: Failure>(number: u32, call: Run) -> Procedure {
     Procedure::backend(&proc3::NAMES, number, call, failed::<R>)
 }
 

@@ -2,7 +2,7 @@
 //! (v1, v3) over TCP are on the server's port; nothing is served over UDP, and nothing else is
 //! registered. Clients with no port options (the kernel, `mount.nfs`, the kubelet) ask here.
 use crate::export::Export;
-use crate::procedure::{unavailable, void, Call, Handler, Procedure};
+use crate::procedure::{unavailable, void, Handler, Procedure, Run};
 use crate::reply::{decode_args, Reply};
 use mountshare_proto::mount3::{MOUNT_PROGRAM, MOUNT_V3};
 use mountshare_proto::nfs3::{NFS_PROGRAM, NFS_V3};
@@ -20,7 +20,7 @@ pub(crate) static PROCEDURES: [Procedure; pmapproc::NAMES.len()] = [
 ];
 
 /// PORTMAP procedure `number`.
-const fn local(number: u32, call: Call) -> Procedure {
+const fn local(number: u32, call: Run) -> Procedure {
     Procedure::local(&pmapproc::NAMES, number, call)
 }
 

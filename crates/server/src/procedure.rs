@@ -24,7 +24,7 @@ pub(crate) struct Handler<'a> {
 
 /// Decode the arguments and write the results; arguments that do not decode are
 /// `Err(GARBAGE_ARGS)`, a procedure not served (in this version) `Err(PROC_UNAVAIL)`.
-pub(crate) type Call = fn(&Handler<'_>, &[u8], &mut Reply) -> Result<(), AcceptStat>;
+pub(crate) type Run = fn(&Handler<'_>, &[u8], &mut Reply) -> Result<(), AcceptStat>;
 
 /// The results of a procedure failed with a status, and no attributes.
 pub(crate) type Failed = fn(NfsStat3, &mut Reply);
@@ -43,7 +43,7 @@ pub(crate) enum Lane {
 pub(crate) struct Procedure {
     /// The name its RFC gives it (from the proto crate): the `procedure` label of its metrics.
     pub name: &'static str,
-    pub call: Call,
+    pub call: Run,
     /// Set for a procedure that may wait on the backend. Such a call has a deadline, joins an
     /// equal call already running (`stall`), and at the deadline is answered this, with
     /// NFS3ERR_JUKEBOX.
@@ -54,7 +54,7 @@ pub(crate) struct Procedure {
 impl Procedure {
     /// Procedure `number` of a program whose procedures `names` names, answered by `call`
     /// without the backend.
-    pub(crate) const fn local(names: &'static [&'static str], number: u32, call: Call) -> Self {
+    pub(crate) const fn local(names: &'static [&'static str], number: u32, call: Run) -> Self {
         Procedure {
             name: name_in(names, number),
             call,
@@ -68,7 +68,7 @@ impl Procedure {
     pub(crate) const fn backend(
         names: &'static [&'static str],
         number: u32,
-        call: Call,
+        call: Run,
         failed: Failed,
     ) -> Self {
         Procedure {
