@@ -216,10 +216,22 @@ impl Reply {
         }
     }
 
-    /// An accepted, successful reply with no results (a `void` procedure).
+    /// An accepted, successful reply with no results (a `void` procedure), in place of
+    /// whatever was written.
     pub(crate) fn success(&mut self) {
+        self.out.truncate(self.body_start);
+        self.tail = None;
         encode_reply_header(&mut self.out, self.xid, &ReplyBody::SUCCESS);
         self.outcome = Outcome::SUCCESS;
+    }
+
+    /// A successful reply whose NFSv3 results, which begin with `status`, the caller encodes
+    /// into the buffer returned (results written piece by piece, as a READ's head or a
+    /// READDIRPLUS entry by entry).
+    pub(crate) fn results_buf(&mut self, status: NfsStat3) -> &mut BytesMut {
+        self.success();
+        self.outcome.status = Status::Nfs(status);
+        &mut self.out
     }
 
     /// A successful reply carrying `results`, and their status.
@@ -232,12 +244,9 @@ impl Reply {
     /// A successful READ of `count` bytes: the results up to the data, which must follow as
     /// the tail ([`Reply::set_tail`]).
     pub(crate) fn read_ok(&mut self, file_attributes: &PostOpAttr, count: u32, eof: bool) {
-        self.success();
-        encode_read3_resok_head(&mut self.out, file_attributes, count, eof);
-        self.outcome = Outcome {
-            status: Status::Nfs(NfsStat3::Ok),
-            read_bytes: u64::from(count),
-        };
+        let out = self.results_buf(NfsStat3::Ok);
+        encode_read3_resok_head(out, file_attributes, count, eof);
+        self.outcome.read_bytes = u64::from(count);
     }
 
     /// Make room for a reply of `size` bytes at once, in a buffer from `buffers` (given back by
@@ -333,6 +342,23 @@ mod tests {
         let mut r = Reply::new(1, true);
         r.results(&Read3Res::Fail(NfsStat3::Jukebox, Read3ResFail::default()));
         assert_eq!(said(r), ("NFS3ERR_JUKEBOX", 0));
+    }
+
+    /// Results written over others (a READDIRPLUS whose first entry did not fit) replace them:
+    /// the bytes and the status are those of a reply that had only the last.
+    #[test]
+    fn results_replace_what_was_written() {
+        let mut fresh = Reply::new(1, true);
+        fresh.results(&GetAttr3Res::Fail(NfsStat3::TooSmall, ()));
+        let fresh = fresh.finish();
+        let mut over = Reply::new(1, true);
+        over.results_buf(NfsStat3::Ok).extend_from_slice(&[0; 40]);
+        over.set_tail(Tail::Bytes(Bytes::from_static(b"abc")));
+        over.results(&GetAttr3Res::Fail(NfsStat3::TooSmall, ()));
+        let over = over.finish();
+        assert_eq!(over.to_vec(), fresh.to_vec());
+        assert_eq!(over.outcome, fresh.outcome);
+        assert_eq!(over.outcome.status.name(), "NFS3ERR_TOOSMALL");
     }
 
     #[test]
