@@ -140,7 +140,7 @@ impl DirSnapshot {
             .collect();
         order.sort_unstable_by(|a, b| {
             a.0.cmp(&b.0)
-                .then_with(|| names[a.1 as usize].cmp(&names[b.1 as usize]))
+                .then_with(|| names.get(a.1 as usize).cmp(&names.get(b.1 as usize)))
         });
         let name_bytes: usize = names.iter().map(Vec::len).sum();
         let mut store = match &spare {
@@ -148,7 +148,9 @@ impl DirSnapshot {
             None => Spare::default().take(order.len(), name_bytes),
         };
         for (cookie, i) in order {
-            let name = &names[i as usize];
+            let Some(name) = names.get(i as usize) else {
+                continue;
+            };
             // Names are at most 255 bytes, so a u32 holds the end of 16 million of them; a
             // listing past that (over 4 GiB of names) is cut short rather than wrapped.
             let Ok(end) = u32::try_from(store.names.len() + name.len()) else {
@@ -175,14 +177,15 @@ impl DirSnapshot {
 
     /// The name of entry `i`.
     fn name(&self, i: usize) -> &[u8] {
-        let ends = &self.store.ends;
-        let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-        &self.store.names[start..ends[i] as usize]
+        let end_of = |i: usize| self.store.ends.get(i).map_or(0, |e| *e as usize);
+        let start = i.checked_sub(1).map_or(0, end_of);
+        self.store.names.get(start..end_of(i)).unwrap_or_default()
     }
 
     /// The entries from index `from` on, as (cookie, name), in cookie order.
     pub(crate) fn entries_from(&self, from: usize) -> impl Iterator<Item = (u64, &[u8])> + '_ {
-        (from..self.len()).map(|i| (self.store.cookies[i], self.name(i)))
+        let cookies = self.store.cookies.iter().enumerate().skip(from);
+        cookies.map(|(i, cookie)| (*cookie, self.name(i)))
     }
 
     /// Every entry, as (cookie, name), in cookie order.
@@ -201,7 +204,7 @@ impl DirSnapshot {
         let cookies = &self.store.cookies;
         let from = cookies.partition_point(|c| *c < cookie);
         (from..self.len())
-            .take_while(|&i| cookies[i] == cookie)
+            .take_while(|&i| cookies.get(i) == Some(&cookie))
             .any(|i| self.name(i) == name)
     }
 
