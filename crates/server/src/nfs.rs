@@ -477,14 +477,15 @@ impl Handler<'_> {
         // An entry that vanished since the snapshot is still listed, without attributes: the
         // client's LOOKUP will then get NOENT. Cookies stay consistent either way.
         let mut eof = true;
-        // `.` has the attributes the directory was just found with.
         let dots = [
-            (DOT_COOKIE, &b"."[..], dir.clone(), Some(attr)),
-            (DOTDOT_COOKIE, &b".."[..], dir.parent(), None),
+            (DOT_COOKIE, &b"."[..], dir.clone()),
+            (DOTDOT_COOKIE, &b".."[..], dir.parent()),
         ];
-        for (cookie, name, path, known) in dots.into_iter().filter(|d| d.0 > a.cookie) {
-            let attributes = known
-                .or_else(|| self.export.stat(&path).ok())
+        for (cookie, name, path) in dots.into_iter().filter(|(c, _, _)| *c > a.cookie) {
+            let attributes = self
+                .export
+                .stat(&path)
+                .ok()
                 .map(|at| fattr3(fsid, &path, &at));
             let fh = attributes
                 .as_ref()
