@@ -233,7 +233,7 @@ declare -A COLD WARMS PAUSED MIXES LAST
 # Wait until PAUSE seconds have passed since the server's last walk.
 pause_for() {
     local left
-    left="$(awk -v l="${LAST[$1]:-0}" -v n="$(now)" -v p="$PAUSE" 'BEGIN { w = l + p - n; printf "%.2f", w > 0 ? w : 0 }')"
+    left="$(awk -v l="${LAST[$1]:-0}" -v n="$(now)" -v p="$PAUSE" 'BEGIN { w = l + p - n; printf "%.2f", (w > 0 ? w : 0) }')"
     sleep "$left"
 }
 unfinished() { [[ "${COLD[$1,$2]}" == "<"* ]]; }
