@@ -4,6 +4,7 @@ use crate::auth::Creds;
 use crate::config::MAX_READ;
 use crate::reply::{decode_args, Reply, Tail};
 
+use crate::dircache::{Attr3, DirSnapshot, Want};
 use crate::error::{self, nfsstat};
 use crate::export::Export;
 use crate::handle::{path_hash, FileHandle};
@@ -308,7 +309,8 @@ impl Handler<'_> {
         let _turn = self
             .export
             .backend()
-            .reads_in_order()
+            .capabilities()
+            .reads_in_order
             .then(|| self.export.read_order().enter(path_hash(&path), a.offset));
         if count > 0 && self.zero_copy {
             if let Some(opened) = self.export.backend().open_file(&path) {
@@ -400,13 +402,15 @@ impl Handler<'_> {
         }
     }
 
-    /// The directory at `fh`, checked for READDIR: its path, attributes and snapshot.
+    /// The directory at `fh`, checked for READDIR: its path, attributes and snapshot (listed
+    /// for what it is `want`ed for).
     fn open_dir(
         &self,
         fh: &NfsFh3,
         cookie: u64,
         verf: &CookieVerf3,
-    ) -> Result<(RelPath, Attr, std::sync::Arc<crate::dircache::DirSnapshot>), Failed> {
+        want: Want,
+    ) -> Result<(RelPath, Attr, std::sync::Arc<DirSnapshot>), Failed> {
         let (dir, attr) = self.object(fh).map_err(|s| (s, PostOpAttr(None)))?;
         let attrs = self.post_op(&dir, &attr);
         if !attr.is_dir() {
@@ -421,7 +425,7 @@ impl Handler<'_> {
         }
         let snap = self
             .export
-            .dir_snapshot(&dir, &attr)
+            .dir_snapshot(&dir, &attr, want)
             .map_err(|e| (nfsstat(&e), attrs))?;
         if dir.is_root() && !self.export.holds_expected(&snap) {
             return Err((error::library_incomplete(), attrs));
@@ -429,20 +433,27 @@ impl Handler<'_> {
         Ok((dir, attr, snap))
     }
 
-    /// The entries after `cookie`: `.` and `..` first, then the snapshot in cookie order.
+    /// The entries after `cookie`: `.` and `..` first, then the snapshot in cookie order; each
+    /// with its path, and the attributes the snapshot holds for it, if any.
     fn entries_after<'s>(
         dir: &RelPath,
-        snap: &'s crate::dircache::DirSnapshot,
+        snap: &'s DirSnapshot,
         cookie: u64,
-    ) -> impl Iterator<Item = (u64, &'s [u8], RelPath)> + 's {
-        let dot = (cookie < DOT_COOKIE).then(|| (DOT_COOKIE, &b"."[..], dir.clone()));
-        let dotdot = (cookie < DOTDOT_COOKIE).then(|| (DOTDOT_COOKIE, &b".."[..], dir.parent()));
+    ) -> impl Iterator<Item = (u64, &'s [u8], RelPath, Option<Attr3>)> + 's {
+        let dot = (cookie < DOT_COOKIE).then(|| (DOT_COOKIE, &b"."[..], dir.clone(), None));
+        let dotdot =
+            (cookie < DOTDOT_COOKIE).then(|| (DOTDOT_COOKIE, &b".."[..], dir.parent(), None));
         let from = snap.position_after(cookie);
         let dir = dir.clone();
-        dot.into_iter().chain(dotdot).chain(
-            snap.entries_from(from)
-                .filter_map(move |(c, name)| Some((c, name, dir.join(name).ok()?))),
-        )
+        dot.into_iter()
+            .chain(dotdot)
+            .chain(
+                snap.entries_from(from)
+                    .zip(from..)
+                    .filter_map(move |((c, name), i)| {
+                        Some((c, name, dir.join(name).ok()?, snap.attr3(i).copied()))
+                    }),
+            )
     }
 
     /// The entries of a READDIR or READDIRPLUS reply: as many of `listing` as fit in `count`
@@ -470,7 +481,7 @@ impl Handler<'_> {
     }
 
     fn readdir(&self, a: ReadDir3Args) -> ReadDir3Res {
-        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf) {
+        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf, Want::Names) {
             Ok(v) => v,
             Err((s, dir_attributes)) => {
                 return ReadDir3Res::Fail(s, ReadDir3ResFail { dir_attributes })
@@ -478,7 +489,7 @@ impl Handler<'_> {
         };
         let dir_attributes = self.post_op(&dir, &attr);
         let listing =
-            Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path)| Entry3 {
+            Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path, _)| Entry3 {
                 fileid: path_hash(&path),
                 name: name.to_vec(),
                 cookie,
@@ -496,38 +507,44 @@ impl Handler<'_> {
     }
 
     fn readdirplus(&self, a: ReadDirPlus3Args) -> ReadDirPlus3Res {
-        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf) {
+        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf, Want::Attrs) {
             Ok(v) => v,
             Err((s, dir_attributes)) => {
                 return ReadDirPlus3Res::Fail(s, ReadDirPlus3ResFail { dir_attributes })
             }
         };
         let dir_attributes = self.post_op(&dir, &attr);
+        let fsid = self.export.fsid();
         // Only maxcount bounds the reply. dircount is a hint (RFC 1813 3.3.17) and the Linux
         // client sends maxcount/8 for it; honouring it would cut every reply to a fraction of
         // what the client can take. The Linux server ignores it too.
-        let listing = Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path)| {
-            // An entry that vanished since the snapshot is still listed, without attributes:
-            // the client's LOOKUP will then get NOENT. Cookies stay consistent either way.
-            let (name_attributes, name_handle) = match self.export.stat(&path) {
-                Ok(attr) => (
-                    self.post_op(&path, &attr),
-                    PostOpFh3(
-                        self.export
-                            .handle_for(&path)
-                            .map(|fh| NfsFh3 { data: fh.encode() }),
+        let listing =
+            Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path, kept)| {
+                let fileid = path_hash(&path);
+                // Attributes come from the snapshot. An entry it holds none for (`.` and `..`,
+                // a directory listed by name only, a stat that failed then) is stat'ed now; one
+                // that vanished since is still listed, without attributes: the client's LOOKUP
+                // will then get NOENT. Cookies stay consistent either way.
+                let attr3 = kept.or_else(|| self.export.stat(&path).ok().map(|a| Attr3::new(&a)));
+                let (name_attributes, name_handle) = match attr3 {
+                    Some(a) => (
+                        PostOpAttr(Some(a.fattr3(fsid, fileid))),
+                        PostOpFh3(
+                            self.export
+                                .handle_for(&path)
+                                .map(|fh| NfsFh3 { data: fh.encode() }),
+                        ),
                     ),
-                ),
-                Err(_) => (PostOpAttr(None), PostOpFh3(None)),
-            };
-            EntryPlus3 {
-                fileid: path_hash(&path),
-                name: name.to_vec(),
-                cookie,
-                name_attributes,
-                name_handle,
-            }
-        });
+                    None => (PostOpAttr(None), PostOpFh3(None)),
+                };
+                EntryPlus3 {
+                    fileid,
+                    name: name.to_vec(),
+                    cookie,
+                    name_attributes,
+                    name_handle,
+                }
+            });
         let Some((entries, eof)) = Self::fill_reply(
             &dir_attributes,
             a.maxcount,
