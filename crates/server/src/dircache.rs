@@ -609,8 +609,31 @@ mod tests {
     }
 
     #[test]
-    fn an_entry_attribute_takes_64_bytes() {
+    fn an_entry_attribute_takes_64_bytes_and_sends_what_getattr_sends() {
         assert_eq!(ATTR_BYTES, 64);
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"data").unwrap();
+        std::os::unix::fs::symlink("f", t.path().join("l")).unwrap();
+        let fs = LocalFs::open(t.path()).unwrap();
+        let mut odd = fs.stat(&RelPath::root()).unwrap();
+        odd.kind = FileKind::CharDevice;
+        odd.rdev = (4, 64);
+        odd.mode = 0o7755;
+        odd.atime.seconds = -5;
+        odd.mtime.seconds = i64::from(u32::MAX) + 10;
+        for name in ["f", "l"] {
+            let p = RelPath::parse(name.as_bytes()).unwrap();
+            let a = fs.stat(&p).unwrap();
+            assert_eq!(
+                Attr3::new(&a).fattr3(7, crate::handle::path_hash(&p)),
+                crate::nfs::fattr3(7, &p, &a)
+            );
+        }
+        let p = RelPath::parse(b"dev").unwrap();
+        assert_eq!(
+            Attr3::new(&odd).fattr3(7, crate::handle::path_hash(&p)),
+            crate::nfs::fattr3(7, &p, &odd)
+        );
     }
 
     #[test]
