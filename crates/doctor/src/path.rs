@@ -41,10 +41,6 @@ impl Kind {
     }
 }
 
-fn is_fuse(fstype: &str) -> bool {
-    fstype == "fuse" || fstype == "fuseblk" || fstype.starts_with("fuse.")
-}
-
 /// One mount of the stack, as reported.
 #[derive(Debug, Clone, Serialize)]
 pub struct MountView {
@@ -91,7 +87,7 @@ impl MountView {
         let is_bind = root != "/" || whole_elsewhere.is_some();
         let kind = if e.is_nfs() {
             Kind::Nfs
-        } else if is_fuse(&e.fstype) {
+        } else if e.is_fuse() {
             Kind::Fuse
         } else if is_bind {
             Kind::Bind

@@ -118,11 +118,13 @@ impl Found {
     }
 }
 
-/// The top mount at `dir` when it is a FUSE file system (`fuse`, `fuse.NAME`, `fuseblk`).
+/// The top mount at `dir` when it is a FUSE file system ([`MountEntry::is_fuse`]).
+///
+/// [`MountEntry::is_fuse`]: mountshare_mounts::mountinfo::MountEntry::is_fuse
 pub fn fuse_mount_at(table: &MountTable, dir: &Path) -> Option<(u64, String)> {
     table
         .top_at(dir)
-        .filter(|e| e.fstype.starts_with("fuse"))
+        .filter(|e| e.is_fuse())
         .map(|e| (e.mount_id, e.fstype.clone()))
 }
 
@@ -211,8 +213,9 @@ pub fn locate(source: &Source, dir: &Path) -> Result<Option<Found>, LocateError>
 
 /// The backend the server holds when what it serves may change under it: any backend, replaced
 /// by [`Swappable::set`] (the [`Follower`] sets the FUSE tree it found, again when the mount
-/// changes), or none while it is away (calls then fail with ENOTCONN, which clients see as
-/// JUKEBOX: they wait and retry, as with a dead FUSE daemon; handles stay valid).
+/// changes), or none while it is away (calls then fail with ENOTCONN, as with a dead FUSE
+/// daemon, which the server answers NFS3ERR_JUKEBOX: clients wait and retry; handles stay
+/// valid).
 ///
 /// Every call goes to the backend current at that moment, and so do its
 /// [`Backend::capabilities`]: nothing of the one before is kept.
@@ -455,6 +458,7 @@ mod tests {
 41 40 0:55 / /mnt/dfs rw,nosuid,nodev,relatime - fuse.decypharr dfs rw,user_id=0
 42 22 0:56 / /mnt/other rw - fuse sshfs rw
 43 22 0:57 / /mnt/plain rw - tmpfs tmpfs rw
+44 22 0:33 / /sys/fs/fuse/connections rw,nosuid,nodev,noexec,relatime - fusectl fusectl rw
 ";
 
     #[test]
@@ -469,6 +473,11 @@ mod tests {
             Some((42, "fuse".to_string()))
         );
         assert_eq!(fuse_mount_at(&t, Path::new("/mnt/plain")), None);
+        // The FUSE control file system is not a FUSE mount to serve.
+        assert_eq!(
+            fuse_mount_at(&t, Path::new("/sys/fs/fuse/connections")),
+            None
+        );
         assert_eq!(fuse_mount_at(&t, Path::new("/mnt/none")), None);
     }
 

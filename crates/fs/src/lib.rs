@@ -14,7 +14,6 @@ mod error;
 #[cfg(any(test, feature = "fault"))]
 pub mod fault;
 pub mod follow;
-pub mod fuse_conn;
 mod local;
 mod open_files;
 mod path;

@@ -70,7 +70,7 @@ impl LocalFs {
             Mode::empty(),
         )?;
         Ok(LocalFs {
-            in_order: crate::fuse_conn::is_fuse(&fd),
+            in_order: mountshare_mounts::fuse::is_fuse(&fd),
             root: fd,
             open_files: OpenFileCache::new(
                 options.open_files,

@@ -34,7 +34,7 @@ pub enum OptionalField {
 }
 
 /// One mount, as the kernel describes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MountEntry {
     pub mount_id: u64,
     pub parent_id: u64,
@@ -66,6 +66,13 @@ impl MountEntry {
         self.fstype == "nfs" || self.fstype == "nfs4"
     }
 
+    /// True for a FUSE file system: `fuse`, `fuseblk`, or either with a subtype (`fuse.rclone`,
+    /// `fuseblk.ntfs`). Never `fusectl`, the control file system of FUSE connections. This is
+    /// the one place that decides it ([`is_fuse_type`]).
+    pub fn is_fuse(&self) -> bool {
+        is_fuse_type(&self.fstype)
+    }
+
     /// A short human description of the propagation, for log lines.
     pub fn propagation(&self) -> &'static str {
         let has = |want: fn(&OptionalField) -> bool| self.optional.iter().any(want);
@@ -79,6 +86,14 @@ impl MountEntry {
             "private"
         }
     }
+}
+
+/// Whether a mountinfo file-system type names FUSE, as [`MountEntry::is_fuse`] says. A FUSE
+/// daemon names its subtype after a dot (`fuse.rclone`); as root, a daemon that calls mount(2)
+/// itself shows as plain `fuse`.
+pub fn is_fuse_type(fstype: &str) -> bool {
+    let base = fstype.split_once('.').map_or(fstype, |(base, _)| base);
+    base == "fuse" || base == "fuseblk"
 }
 
 /// Decode the kernel's `\ooo` escapes. A backslash not followed by three octal digits is kept as is.
@@ -217,6 +232,18 @@ impl MountTable {
         Ok(Self { entries })
     }
 
+    /// Parse what can be parsed of a mountinfo file, skipping malformed lines: for questions
+    /// about one known mount (by id or device), which a line of another mount cannot change.
+    pub fn parse_lossy(text: &[u8]) -> Self {
+        let entries = text
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter(|(_, l)| !l.is_empty())
+            .filter_map(|(i, l)| parse_line(l, i + 1).ok())
+            .collect();
+        Self { entries }
+    }
+
     pub fn from_entries(entries: Vec<MountEntry>) -> Self {
         Self { entries }
     }
@@ -257,6 +284,26 @@ impl MountTable {
         }
         stack.reverse();
         stack
+    }
+
+    /// The mount with device number `major:minor` (as `stat` gives it for a file on the mount):
+    /// the one with mount id `mount_id` when given and listed, else the first listed (a device
+    /// mounted several times, through binds, shows once per mount).
+    pub fn find_device(
+        &self,
+        mount_id: Option<u64>,
+        major: u32,
+        minor: u32,
+    ) -> Option<&MountEntry> {
+        let on_device = |e: &&MountEntry| e.major == major && e.minor == minor;
+        mount_id
+            .and_then(|id| {
+                self.entries
+                    .iter()
+                    .filter(on_device)
+                    .find(|e| e.mount_id == id)
+            })
+            .or_else(|| self.entries.iter().find(on_device))
     }
 
     /// The mount a path lookup of `path` ends in: the top of the stack at `path`.
@@ -369,6 +416,89 @@ mod tests {
         // Not an escape: kept literally.
         assert_eq!(unescape(br"\9x\04"), br"\9x\04".to_vec());
         assert_eq!(unescape(br"\777"), br"\777".to_vec());
+        assert_eq!(unescape(br"trailing\04"), br"trailing\04".to_vec());
+        assert_eq!(unescape(br"not\9999"), br"not\9999".to_vec());
+        assert_eq!(unescape(br"\"), br"\".to_vec());
+    }
+
+    /// Lines as a Linux 6.1 host shows them: FUSE mounts of rclone (a subtype, an escaped space,
+    /// a bind of a subdirectory), of a daemon that mounts as root (plain `fuse`), an NTFS
+    /// partition through ntfs-3g (`fuseblk`), and the FUSE control file system beside them.
+    const FUSE_MOUNTS: &str = "\
+22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw
+23 27 0:22 / /sys rw,relatime - sysfs sysfs rw
+27 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro
+36 23 0:33 / /sys/fs/fuse/connections rw,nosuid,nodev,noexec,relatime shared:16 - fusectl fusectl rw
+95 27 0:45 / /mnt/my\\040library rw,nosuid,nodev,relatime shared:50 master:3 - fuse.rclone remote: rw,user_id=0,group_id=0,allow_other
+96 27 0:45 /sub /srv/bind rw,relatime - fuse.rclone remote: rw,user_id=0,group_id=0
+97 27 8:17 / /media/usb rw,relatime - fuseblk /dev/sdb1 rw,user_id=0,group_id=0,allow_other,blksize=4096
+98 27 0:46 / /mnt/hang rw,nosuid,nodev,relatime - fuse hangfs rw,user_id=0,group_id=0
+99 27 0:47 / /mnt/ntfs rw,relatime - fuseblk.ntfs-3g /dev/sdc1 rw,user_id=0,group_id=0
+100 27 0:48 / /mnt/fuse2 rw,relatime - fuse2 x rw
+101 27 0:49 / /mnt/nfs ro,relatime - nfs 10.0.0.5:/ ro,vers=3
+";
+
+    fn fuse_mount(point: &str) -> bool {
+        let t = MountTable::parse(FUSE_MOUNTS.as_bytes()).unwrap();
+        t.top_at(Path::new(point))
+            .unwrap_or_else(|| panic!("no mount at {point}"))
+            .is_fuse()
+    }
+
+    #[test]
+    fn fuse_and_fuseblk_with_or_without_a_subtype_are_fuse() {
+        for point in [
+            "/mnt/my library",
+            "/srv/bind",
+            "/media/usb",
+            "/mnt/hang",
+            "/mnt/ntfs",
+        ] {
+            assert!(fuse_mount(point), "{point}");
+        }
+    }
+
+    #[test]
+    fn fusectl_is_not_fuse() {
+        assert!(!fuse_mount("/sys/fs/fuse/connections"));
+        assert!(!is_fuse_type("fusectl"));
+    }
+
+    #[test]
+    fn other_file_systems_are_not_fuse() {
+        for point in ["/", "/proc", "/sys", "/mnt/fuse2", "/mnt/nfs"] {
+            assert!(!fuse_mount(point), "{point}");
+        }
+        for t in ["", "fuse2", "fusex.y", ".fuse", "tmpfs"] {
+            assert!(!is_fuse_type(t), "{t:?}");
+        }
+    }
+
+    #[test]
+    fn a_mount_is_found_by_id_then_by_device() {
+        let t = MountTable::parse(FUSE_MOUNTS.as_bytes()).unwrap();
+        let bind = t.find_device(Some(96), 0, 45).unwrap();
+        assert_eq!(bind.mount_point, Path::new("/srv/bind"));
+        assert_eq!(bind.root, Path::new("/sub"));
+        let any = t.find_device(None, 0, 45).unwrap();
+        assert_eq!(any.mount_id, 95);
+        assert_eq!(any.mount_point, Path::new("/mnt/my library"));
+        let stale_id = t.find_device(Some(4242), 8, 17).unwrap();
+        assert_eq!(stale_id.fstype, "fuseblk");
+        assert_eq!(t.find_device(Some(96), 8, 17).unwrap().mount_id, 97);
+        assert_eq!(t.find_device(None, 0, 99), None);
+    }
+
+    #[test]
+    fn a_lossy_parse_skips_only_the_malformed_lines() {
+        let text = format!("garbage\n{FUSE_MOUNTS}1 2 045 / /m rw - fuse a b\n");
+        assert!(MountTable::parse(text.as_bytes()).is_err());
+        let t = MountTable::parse_lossy(text.as_bytes());
+        assert_eq!(t, MountTable::parse(FUSE_MOUNTS.as_bytes()).unwrap());
+        assert_eq!(
+            t.find_device(None, 0, 47).unwrap().fstype,
+            "fuseblk.ntfs-3g"
+        );
     }
 
     #[test]
@@ -377,6 +507,17 @@ mod tests {
         assert_eq!(e.line, 2);
         let e = MountTable::parse(b"22 1 0:21 / / rw shared:1 overlay o rw\n").unwrap_err();
         assert_eq!(e.reason, "missing '-' separator");
+        for bad in [
+            &b"x"[..],
+            b"1 2 045 / /m rw - fuse a b",
+            b"1 2 0:45 / /m rw shared:1",
+        ] {
+            assert!(
+                parse_line(bad, 1).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     proptest! {

@@ -30,7 +30,7 @@ pub struct AttachArgs {
     /// `mountshare doctor server` finds it). Default: the NFS port, as mountshare serves both.
     #[arg(long, value_name = "PORT")]
     mount_port: Option<u16>,
-    /// Serve /livez, /readyz and /metrics on this address (e.g. 0.0.0.0:9102).
+    /// Serve /livez, /readyz and /metrics on this address (e.g. 0.0.0.0:29750, as in deploy/).
     #[arg(long, value_name = "ADDR")]
     listen_health: Option<SocketAddr>,
     /// Lazily unmount on exit instead of leaving the mount for the next agent to adopt.

@@ -66,7 +66,7 @@ pub struct ServeArgs {
     /// congestion_threshold to 3/4 of N), never lowering them, at start and whenever the mount is
     /// replaced. The kernel's default, 12, lets 12 hung reads stall every read of the mount.
     /// 0 leaves the connection alone.
-    #[arg(long, value_name = "N", default_value_t = mountshare_fs::fuse_conn::DEFAULT_MAX_BACKGROUND)]
+    #[arg(long, value_name = "N", default_value_t = mountshare_mounts::fuse::DEFAULT_MAX_BACKGROUND)]
     pub fuse_max_background: u32,
 
     /// A name the export root must hold (repeatable). A listing of a root that lacks one is
@@ -92,8 +92,10 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = 1024)]
     pub max_connections: usize,
 
-    /// Connections one client address may hold; more from that address are closed at once. A
-    /// Linux client uses one connection per server (nconnect=N: N).
+    /// Connections one client address may hold. At it, a new connection from that address is
+    /// admitted and that address's least recently active connection is closed, so idle
+    /// connections never lock a client out, its own address's included. A Linux client uses
+    /// one connection per server (nconnect=N: N).
     #[arg(long, value_name = "N", default_value_t = 128)]
     pub max_connections_per_address: usize,
 
@@ -127,7 +129,7 @@ pub struct ServeArgs {
     pub require_mount: bool,
 
     /// Serve /livez, /readyz and /metrics over HTTP on this address (e.g. 0.0.0.0:9103; the
-    /// agent's default is 9102). /readyz answers 200 while the NFS listener is up and the
+    /// agent's is 29750 in deploy/). /readyz answers 200 while the NFS listener is up and the
     /// export root answered a stat within --ready-timeout. Off by default.
     #[arg(long, value_name = "ADDR:PORT")]
     pub listen_health: Option<SocketAddr>,
@@ -483,13 +485,13 @@ fn listener_twin(listener: &tokio::net::TcpListener) -> anyhow::Result<std::net:
     Ok(twin)
 }
 
-/// Raise the FUSE connection limits of a mount just found (`mountshare_fs::fuse_conn`), and
+/// Raise the FUSE connection limits of a mount just found (`mountshare_mounts::fuse`), and
 /// say what was done, once per mount.
 fn tune_fuse(change: &Change, max_background: u32) {
     let Change::Opened(found) = change else {
         return;
     };
-    let outcome = mountshare_fs::fuse_conn::tune_path(&found.open_path, max_background);
+    let outcome = mountshare_mounts::fuse::tune_path(&found.open_path, max_background);
     if outcome.is_warning() {
         tracing::warn!(mount = %found, "could not raise the FUSE connection's limits: {outcome}; 12 hung reads can then stall every read of this mount");
     } else {

@@ -1,7 +1,8 @@
 //! The server's table of open connections, as the kernel nfsd keeps it: at the connection limit
-//! the least recently active connection is closed to admit a new one (a new client is never
-//! refused because of idle ones), one client address may hold only so many connections, and
-//! what was done is counted ([`ConnectionStats`]). Depends on no other module of this crate.
+//! the least recently active connection is closed to admit a new one, and at the cap of one
+//! client address the least recently active connection of that address is, so a new client is
+//! never refused because of idle connections, not even its own address's. What was done is
+//! counted ([`ConnectionStats`]). Depends on no other module of this crate.
 //!
 //! Each connection is registered as a [`Link`]: when it was last active (a record read, reply
 //! bytes sent), and a way to tell it to close. The table never touches a socket itself.
@@ -22,11 +23,11 @@ pub struct ConnectionStats {
     /// Connections closed to admit a new one at the connection limit (or to get a descriptor
     /// back when the process had none left).
     pub evicted: u64,
+    /// Connections closed to admit a new one from the same address, which held the most
+    /// connections one address may hold.
+    pub evicted_per_address: u64,
     /// Connections refused because their address is not in the allow-list (`--allow`).
     pub refused_allow_list: u64,
-    /// Connections refused because their address already held the most connections one
-    /// address may hold.
-    pub refused_per_address: u64,
     /// Connections closed because their replies were not being read: no progress for 120 s, or
     /// more replies waiting than the server has room for.
     pub closed_unread: u64,
@@ -38,8 +39,8 @@ pub(crate) struct ConnStats {
     open: AtomicUsize,
     closed_idle: AtomicU64,
     evicted: AtomicU64,
+    evicted_per_address: AtomicU64,
     refused_allow_list: AtomicU64,
-    refused_per_address: AtomicU64,
     closed_unread: AtomicU64,
 }
 
@@ -49,8 +50,8 @@ impl ConnStats {
             open: self.open.load(Ordering::Relaxed),
             closed_idle: self.closed_idle.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
+            evicted_per_address: self.evicted_per_address.load(Ordering::Relaxed),
             refused_allow_list: self.refused_allow_list.load(Ordering::Relaxed),
-            refused_per_address: self.refused_per_address.load(Ordering::Relaxed),
             closed_unread: self.closed_unread.load(Ordering::Relaxed),
         }
     }
@@ -113,10 +114,12 @@ impl Link {
     }
 }
 
-/// Why a connection was not admitted.
+/// Why a connection was closed to make room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refused {
-    /// Its address holds the most connections one address may hold.
+enum Eviction {
+    /// The server held its most connections (or had no descriptor left).
+    Limit,
+    /// The new connection's address held the most connections one address may hold.
     PerAddress,
 }
 
@@ -151,11 +154,13 @@ impl Table {
         Some(link)
     }
 
-    /// The least recently active connection.
-    fn least_recent(&self) -> Option<u64> {
+    /// The least recently active connection (of those from `ip`, when given); of two equally
+    /// recent, the older.
+    fn least_recent(&self, ip: Option<IpAddr>) -> Option<u64> {
         self.links
             .values()
-            .min_by_key(|l| l.last_active.load(Ordering::Relaxed))
+            .filter(|l| ip.is_none_or(|ip| l.ip == ip))
+            .min_by_key(|l| (l.last_active.load(Ordering::Relaxed), l.id))
             .map(|l| l.id)
     }
 }
@@ -195,21 +200,24 @@ impl Conns {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Admit a connection from `ip`: refused when that address holds `per_address` already; at
-    /// the connection limit, the least recently active connection is told to close and its
-    /// place is given to this one at once.
-    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Result<Registered, Refused> {
+    /// Admit a connection from `ip`, always. When that address holds `per_address` already,
+    /// its least recently active connection is told to close; else, at the connection limit,
+    /// the least recently active connection of all is. Either way the closed one's place is
+    /// given to this one at once.
+    pub(crate) fn admit(self: &Arc<Self>, ip: IpAddr) -> Registered {
         let mut t = self.lock();
-        if t.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_address {
-            drop(t);
-            self.stats
-                .refused_per_address
-                .fetch_add(1, Ordering::Relaxed);
-            return Err(Refused::PerAddress);
-        }
         let mut victim = None;
-        if t.links.len() >= self.max {
-            victim = t.least_recent().and_then(|id| t.remove(id));
+        if t.per_ip.get(&ip).copied().unwrap_or(0) >= self.per_address {
+            victim = t
+                .least_recent(Some(ip))
+                .and_then(|id| t.remove(id))
+                .map(|v| (v, Eviction::PerAddress));
+        }
+        if victim.is_none() && t.links.len() >= self.max {
+            victim = t
+                .least_recent(None)
+                .and_then(|id| t.remove(id))
+                .map(|v| (v, Eviction::Limit));
         }
         let (tx, _) = watch::channel(false);
         let link = Arc::new(Link {
@@ -225,36 +233,49 @@ impl Conns {
         *t.per_ip.entry(ip).or_default() += 1;
         drop(t);
         match victim {
-            Some(v) => self.evicted(&v),
+            Some((v, why)) => self.evicted(&v, why),
             None => {
                 self.stats.open.fetch_add(1, Ordering::Relaxed);
             }
         }
-        Ok(Registered {
+        Registered {
             conns: self.clone(),
             link,
-        })
+        }
     }
 
     /// Close the least recently active connection (the process ran out of descriptors, and a
     /// new client waits in the listen backlog). Returns whether there was one.
     pub(crate) fn evict_one(&self) -> bool {
         let mut t = self.lock();
-        let victim = t.least_recent().and_then(|id| t.remove(id));
+        let victim = t.least_recent(None).and_then(|id| t.remove(id));
         drop(t);
         match victim {
             Some(v) => {
                 self.stats.open.fetch_sub(1, Ordering::Relaxed);
-                self.evicted(&v);
+                self.evicted(&v, Eviction::Limit);
                 true
             }
             None => false,
         }
     }
 
-    fn evicted(&self, victim: &Link) {
-        self.stats.evicted.fetch_add(1, Ordering::Relaxed);
-        tracing::debug!(peer = %victim.ip, "closing the least recently active connection to admit another");
+    fn evicted(&self, victim: &Link, why: Eviction) {
+        match why {
+            Eviction::Limit => {
+                self.stats.evicted.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(peer = %victim.ip, "closing the least recently active connection to admit another");
+            }
+            Eviction::PerAddress => {
+                static PER_ADDRESS: Every10s = Every10s::new();
+                self.stats
+                    .evicted_per_address
+                    .fetch_add(1, Ordering::Relaxed);
+                if let Some(more) = PER_ADDRESS.due() {
+                    tracing::info!(peer = %victim.ip, limit = self.per_address, more_since_last_report = more, "closing the least recently active connection of an address that holds the most connections one address may (--max-connections-per-address), to admit a new one from it");
+                }
+            }
+        }
         victim.evict();
     }
 
@@ -312,14 +333,14 @@ mod tests {
     #[test]
     fn at_the_limit_the_least_recently_active_is_closed_for_the_new_one() {
         let conns = Conns::new(3, 10, 0);
-        let a = conns.admit(ip("10.0.0.1")).unwrap();
-        let b = conns.admit(ip("10.0.0.2")).unwrap();
-        let c = conns.admit(ip("10.0.0.3")).unwrap();
+        let a = conns.admit(ip("10.0.0.1"));
+        let b = conns.admit(ip("10.0.0.2"));
+        let c = conns.admit(ip("10.0.0.3"));
         // a is the most recently active, then c; b has done nothing since it came.
         a.link.last_active.store(1_000, Ordering::Relaxed);
         b.link.last_active.store(10, Ordering::Relaxed);
         c.link.last_active.store(500, Ordering::Relaxed);
-        let d = conns.admit(ip("10.0.0.4")).unwrap();
+        let d = conns.admit(ip("10.0.0.4"));
         assert!(b.link.was_evicted());
         assert!(!a.link.was_evicted() && !c.link.was_evicted() && !d.link.was_evicted());
         let s = conns.stats.snapshot();
@@ -334,22 +355,54 @@ mod tests {
     }
 
     #[test]
-    fn one_address_holds_at_most_its_share() {
-        let conns = Conns::new(100, 2, 0);
-        let a1 = conns.admit(ip("10.0.0.1")).unwrap();
-        let _a2 = conns.admit(ip("10.0.0.1")).unwrap();
-        assert_eq!(conns.admit(ip("10.0.0.1")).err(), Some(Refused::PerAddress));
-        let _b = conns.admit(ip("10.0.0.2")).unwrap();
-        assert_eq!(conns.stats.snapshot().refused_per_address, 1);
+    fn at_its_cap_an_address_loses_its_own_least_recently_active() {
+        let conns = Conns::new(100, 3, 0);
+        // b (another address) is the least recently active of all: it must not be the one closed.
+        let b = conns.admit(ip("10.0.0.2"));
+        let a1 = conns.admit(ip("10.0.0.1"));
+        let a2 = conns.admit(ip("10.0.0.1"));
+        let a3 = conns.admit(ip("10.0.0.1"));
+        b.link.last_active.store(1, Ordering::Relaxed);
+        a1.link.last_active.store(900, Ordering::Relaxed);
+        a2.link.last_active.store(300, Ordering::Relaxed);
+        a3.link.last_active.store(600, Ordering::Relaxed);
+        let a4 = conns.admit(ip("10.0.0.1"));
+        a4.link.last_active.store(1_000, Ordering::Relaxed);
+        assert!(a2.link.was_evicted());
+        for kept in [&b, &a1, &a3, &a4] {
+            assert!(!kept.link.was_evicted());
+        }
+        let s = conns.stats.snapshot();
+        assert_eq!((s.open, s.evicted_per_address, s.evicted), (4, 1, 0));
+        // The next one from that address closes the next least recent of it: a3.
+        let a5 = conns.admit(ip("10.0.0.1"));
+        assert!(a3.link.was_evicted());
+        assert!(!a1.link.was_evicted() && !a4.link.was_evicted() && !a5.link.was_evicted());
+        // Below the cap nothing is closed: once a connection of the address ends, it has room.
+        drop((a2, a3));
         drop(a1);
-        let _a3 = conns.admit(ip("10.0.0.1")).unwrap();
+        let _a6 = conns.admit(ip("10.0.0.1"));
+        let s = conns.stats.snapshot();
+        assert_eq!((s.open, s.evicted_per_address, s.evicted), (4, 2, 0));
+        assert!(!a4.link.was_evicted() && !a5.link.was_evicted());
+    }
+
+    #[test]
+    fn equally_recent_connections_go_oldest_first() {
+        let conns = Conns::new(100, 2, 0);
+        let a1 = conns.admit(ip("10.0.0.1"));
+        let a2 = conns.admit(ip("10.0.0.1"));
+        a1.link.last_active.store(5, Ordering::Relaxed);
+        a2.link.last_active.store(5, Ordering::Relaxed);
+        let _a3 = conns.admit(ip("10.0.0.1"));
+        assert!(a1.link.was_evicted() && !a2.link.was_evicted());
     }
 
     #[test]
     fn eviction_to_get_a_descriptor_back() {
         let conns = Conns::new(10, 10, 0);
         assert!(!conns.evict_one(), "nothing to close");
-        let a = conns.admit(ip("10.0.0.1")).unwrap();
+        let a = conns.admit(ip("10.0.0.1"));
         assert!(conns.evict_one());
         assert!(a.link.was_evicted());
         assert_eq!(conns.stats.snapshot().open, 0);

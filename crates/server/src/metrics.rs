@@ -43,9 +43,10 @@ pub const BACKEND_JOINED: &str = "mountshare_serve_backend_joined";
 pub const CONNECTIONS_OPEN: &str = "mountshare_serve_connections_open";
 /// Connections closed for being idle (counter).
 pub const CONNECTIONS_CLOSED_IDLE: &str = "mountshare_serve_connections_closed_idle";
-/// Connections closed at the connection limit to admit a new one (counter).
+/// Connections closed to admit a new one, by `reason`: `limit` (the connection limit, or no
+/// descriptor left) or `per_address` (the new one's address held its most) (counter).
 pub const CONNECTIONS_EVICTED: &str = "mountshare_serve_connections_evicted";
-/// Connections refused, by `reason`: `allow_list` or `per_address` (counter).
+/// Connections refused, by `reason`: `allow_list` (counter).
 pub const CONNECTIONS_REFUSED: &str = "mountshare_serve_connections_refused";
 /// Connections closed because their client did not read its replies (counter).
 pub const CONNECTIONS_CLOSED_UNREAD: &str = "mountshare_serve_connections_closed_unread";
@@ -630,17 +631,17 @@ impl Collector for Shared {
         counter(
             &mut enc,
             CONNECTIONS_EVICTED,
-            "Connections closed at the connection limit to admit a new one",
-            &[(vec![], c.evicted)],
+            "Connections closed to admit a new one",
+            &[
+                (vec![("reason", "limit")], c.evicted),
+                (vec![("reason", "per_address")], c.evicted_per_address),
+            ],
         )?;
         counter(
             &mut enc,
             CONNECTIONS_REFUSED,
             "Connections refused",
-            &[
-                (vec![("reason", "allow_list")], c.refused_allow_list),
-                (vec![("reason", "per_address")], c.refused_per_address),
-            ],
+            &[(vec![("reason", "allow_list")], c.refused_allow_list)],
         )?;
         counter(
             &mut enc,

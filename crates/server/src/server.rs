@@ -1,10 +1,11 @@
 //! The listener: binds the NFS port (and optionally the portmapper port 111), accepts
 //! connections (closing those from outside the allow-list at once, and making room at the
-//! connection limit), drains in-flight calls on shutdown, and serves the health endpoints.
+//! connection limit and at the per-address cap), drains in-flight calls on shutdown, and serves
+//! the health endpoints.
 use crate::allow::AllowList;
 use crate::config::{HealthConfig, Limits, ServerConfig};
 use crate::connection::{self, Lanes, Shared};
-use crate::conns::{Conns, Every10s, Refused};
+use crate::conns::{Conns, Every10s};
 use crate::export::Export;
 use crate::observe::{self, Observer, View};
 use crate::stall::Stalls;
@@ -213,7 +214,6 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     static NOT_ALLOWED: Every10s = Every10s::new();
-    static PER_ADDRESS: Every10s = Every10s::new();
     let mut conns = JoinSet::new();
     loop {
         let accepted = tokio::select! {
@@ -246,15 +246,9 @@ async fn accept_loop(
             }
             continue;
         }
-        let registered = match shared.conns.admit(ip) {
-            Ok(r) => r,
-            Err(Refused::PerAddress) => {
-                if let Some(more) = PER_ADDRESS.due() {
-                    tracing::warn!(%peer, limit = shared.limits.max_connections_per_address, more_since_last_report = more, "refused a connection: its address holds the most connections one address may");
-                }
-                continue;
-            }
-        };
+        // Always admitted: at a limit, the least recently active connection (of its address,
+        // at the per-address cap) is closed instead.
+        let registered = shared.conns.admit(ip);
         let _ = stream.set_nodelay(true);
         // Room for a whole 1 MiB READ reply (and a few) in the socket, so a reply is handed to
         // the kernel in one write instead of trickling out as the client reads.

@@ -1,6 +1,7 @@
 //! Clients that are hostile or broken do not lock anyone else out: idle connections past the
-//! connection limit, clients that send READs and never read the replies, clients outside the
-//! allow-list, one address opening too many connections, and connections left idle.
+//! connection limit, or past one address's cap (a client is not locked out by its own address's
+//! idle connections either), clients that send READs and never read the replies, clients outside
+//! the allow-list, and connections left idle.
 //!
 //! Clients take their source address from 127.0.0.0/8 (every address there is the loopback),
 //! so that the server sees several clients.
@@ -294,42 +295,121 @@ async fn a_client_outside_the_allow_list_is_refused_one_inside_is_served() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn one_address_holds_at_most_its_share_of_connections() {
+async fn idle_connections_from_a_clients_own_address_never_lock_it_out() {
+    const IDLE: usize = 1_100;
+    raise_descriptor_limit(2 * IDLE as u64 + 512);
+    let t = tree();
+    let srv = TestServer::start(t.path()).await;
+    // 1,100 connections that send nothing, all from 127.0.0.1: the address a new client below
+    // connects from, far past the per-address cap (128).
+    let mut idle = Vec::with_capacity(IDLE);
+    for _ in 0..IDLE {
+        idle.push(connect_from("127.0.0.1", srv.addr).await);
+    }
+    until("the server takes every connection", || {
+        let s = srv.observer.connections();
+        s.open + s.evicted_per_address as usize >= IDLE
+    })
+    .await;
+    // A new connection from 127.0.0.1 mounts and READs a real file, with the right bytes.
+    assert_eq!(
+        read_as_new_client(srv.addr, "small.txt").await,
+        b"small file"
+    );
+    let s = srv.observer.connections();
+    assert!(s.open <= 128, "one address holds at most its cap: {s:?}");
+    assert!(
+        s.evicted_per_address as usize > IDLE - 128,
+        "the address's idle connections were closed to make room: {s:?}"
+    );
+    assert_eq!(
+        s.evicted, 0,
+        "no other address's connection was closed: {s:?}"
+    );
+    // The first idle connection, the least recently active, is one of those closed.
+    assert!(
+        closed_by_server(&mut idle[0]).await,
+        "the oldest idle connection was closed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_its_cap_an_address_loses_its_least_recently_active_connection() {
     let t = tree();
     let srv = TestServer::start_with(
         std::sync::Arc::new(mountshare_fs::LocalFs::open(t.path()).unwrap()),
         |c| c.limits.max_connections_per_address = 4,
     )
     .await;
+    let null = |c: &RpcConnection| {
+        let c = c.clone();
+        async move {
+            patiently("NULL", c.call(NFS_PROGRAM, NFS_V3, proc3::NULL, &[]))
+                .await
+                .unwrap();
+        }
+    };
     let mut held = Vec::new();
     for _ in 0..4 {
         let c = client_from("127.0.0.3", srv.addr).await;
-        patiently("NULL", c.call(NFS_PROGRAM, NFS_V3, proc3::NULL, &[]))
-            .await
-            .unwrap();
+        null(&c).await;
         held.push(c);
     }
-    let mut fifth = connect_from("127.0.0.3", srv.addr).await;
+    // Activity after the first round, later by the server's millisecond clock: every
+    // connection but the second (neither the oldest nor the newest) is active again.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    for i in [0, 2, 3] {
+        null(&held[i]).await;
+    }
+    // A fifth from the same address is admitted and mounts and reads; the second is closed.
+    let fifth = patiently(
+        "a fifth connection's MNT",
+        Mounted::on(client_from("127.0.0.3", srv.addr).await, "/"),
+    )
+    .await
+    .unwrap();
+    let fh = fifth
+        .nfs
+        .lookup_path(&fifth.root, "small.txt")
+        .await
+        .unwrap();
+    assert_eq!(fifth.nfs.read_all(&fh).await.unwrap(), b"small file");
+    patiently(
+        "the least recently active connection's close",
+        held[1].closed(),
+    )
+    .await;
     assert!(
-        closed_by_server(&mut fifth).await,
-        "a fifth connection from the same address is closed"
+        held[1]
+            .call(NFS_PROGRAM, NFS_V3, proc3::NULL, &[])
+            .await
+            .is_err(),
+        "the closed connection answers nothing"
     );
-    assert_eq!(srv.observer.connections().refused_per_address, 1);
+    // The active ones keep working.
+    for i in [0, 2, 3] {
+        assert!(!held[i].is_closed(), "connection {i} was closed");
+        null(&held[i]).await;
+    }
+    let s = srv.observer.connections();
+    assert_eq!((s.evicted_per_address, s.evicted), (1, 0), "{s:?}");
     // Other addresses are not affected.
     assert_eq!(
         read_as_new_client(srv.addr, "small.txt").await,
         b"small file"
     );
-    // Once one of the four goes, the address may connect again.
+    // Below the cap nothing is closed: once one of the four goes, the address has room again.
     drop(held.pop());
     until("the server sees the connection end", || {
         srv.observer.connections().open <= 3
     })
     .await;
     let again = client_from("127.0.0.3", srv.addr).await;
-    patiently("NULL", again.call(NFS_PROGRAM, NFS_V3, proc3::NULL, &[]))
-        .await
-        .unwrap();
+    null(&again).await;
+    null(&held[0]).await;
+    null(&held[2]).await;
+    assert_eq!(fifth.nfs.read_all(&fh).await.unwrap(), b"small file");
+    assert_eq!(srv.observer.connections().evicted_per_address, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

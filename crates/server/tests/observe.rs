@@ -157,6 +157,10 @@ async fn metrics_count_the_calls_a_client_made() {
     assert!(after["mountshare_serve_cache_entries{cache=\"handles\"}"] >= 2.0);
     assert!(after.contains_key("mountshare_serve_connections_open"));
     assert!(after.contains_key("mountshare_serve_connections_refused_total{reason=\"allow_list\"}"));
+    for reason in ["limit", "per_address"] {
+        let series = format!("mountshare_serve_connections_evicted_total{{reason=\"{reason}\"}}");
+        assert_eq!(after.get(&series), Some(&0.0), "{series}");
+    }
     server.stop().await;
 }
 

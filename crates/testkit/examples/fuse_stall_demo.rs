@@ -1,7 +1,7 @@
 //! The FUSE-layer stall, measured on the host with no NFS involved: with 40 reads hung in a FUSE
 //! daemon that keeps the kernel's default `max_background` (12, like rclone and go-fuse), how
 //! long does `md5sum` of a healthy 5 MiB file on the same mount take; and after the connection is
-//! tuned by `mountshare_fs::fuse_conn`?
+//! tuned by `mountshare_mounts::fuse`?
 //!
 //! Run it through `scripts/fuse-stall-demo.sh` (root, /dev/fuse). It prints figures, asserts
 //! nothing.
@@ -10,7 +10,7 @@
 //! fuse_stall_demo [--hung N] [--cap SECONDS]
 //! ```
 
-use mountshare_fs::fuse_conn::{self, FuseConnection, DEFAULT_MAX_BACKGROUND};
+use mountshare_mounts::fuse::{self, FuseConnection, DEFAULT_MAX_BACKGROUND};
 use mountshare_testkit::hangfs::{hangfs_binary, HangFs, HangFsOptions};
 use mountshare_testkit::tree::TreeBuilder;
 use std::fs::File;
@@ -84,7 +84,7 @@ fn main() {
             ms(t0.elapsed())
         ),
         false => {
-            let outcome = fuse_conn::tune_path(&mnt, DEFAULT_MAX_BACKGROUND);
+            let outcome = fuse::tune_path(&mnt, DEFAULT_MAX_BACKGROUND);
             let t1 = Instant::now();
             let done = wait_child(&mut md5, Duration::from_secs(60));
             println!(
@@ -102,7 +102,7 @@ fn main() {
 
     // 2. The same, the connection tuned as soon as it is mounted (what serve will do).
     let mut fs = HangFs::start(&bin, &source, &mnt, options).unwrap();
-    let outcome = fuse_conn::tune_path(&mnt, DEFAULT_MAX_BACKGROUND);
+    let outcome = fuse::tune_path(&mnt, DEFAULT_MAX_BACKGROUND);
     println!("tuned: {outcome}");
     let readers = start_readers(&mnt, hung);
     let in_daemon = fs.wait_hung(hung, Duration::from_secs(60)).unwrap();

@@ -29,6 +29,7 @@
 //! wait in the kernel and are not counted by `hung`.
 
 use crate::error::{Error, IoContext, Result};
+use mountshare_mounts::mountinfo::MountTable;
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::UnixStream;
@@ -403,7 +404,7 @@ impl HangFs {
     pub fn restart(&mut self) -> Result<()> {
         self.stop_process();
         self.detach_dead_mounts();
-        if mount_type_at(&self.mountpoint).is_some_and(|t| is_fuse(&t)) {
+        if fuse_mounted_at(&self.mountpoint) {
             return Err(Error::Process(format!(
                 "cannot detach the FUSE mount at {}",
                 self.mountpoint.display()
@@ -444,7 +445,7 @@ impl HangFs {
     /// Detach every FUSE mount left at the mount point (dead ones after a kill, stacked ones).
     fn detach_dead_mounts(&self) {
         for _ in 0..16 {
-            if !mount_type_at(&self.mountpoint).is_some_and(|t| is_fuse(&t)) {
+            if !fuse_mounted_at(&self.mountpoint) {
                 break;
             }
             if unmount_lazy(&self.mountpoint).is_err() {
@@ -466,45 +467,20 @@ impl Drop for HangFs {
 /// The file-system type of the topmost mount at exactly `path` (`fuse.hangfs`, `fuse.rclone`),
 /// from `/proc/self/mountinfo`.
 pub fn mount_type_at(path: &Path) -> Option<String> {
-    let text = fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let want = path.as_os_str().as_encoded_bytes();
-    text.lines().rev().find_map(|line| {
-        let mut fields = line.split_ascii_whitespace();
-        let mount_point = fields.nth(4)?;
-        fields.find(|f| *f == "-")?;
-        let fs_type = fields.next()?;
-        (unescape(mount_point) == want).then(|| fs_type.to_string())
-    })
+    let text = fs::read("/proc/self/mountinfo").ok()?;
+    MountTable::parse_lossy(&text)
+        .top_at(path)
+        .map(|m| m.fstype.clone())
 }
 
-fn unescape(field: &str) -> Vec<u8> {
-    let b = field.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 4 <= b.len()
-            && b[i + 1..i + 4].iter().all(|d| (b'0'..=b'7').contains(d))
-        {
-            let v = b[i + 1..i + 4]
-                .iter()
-                .fold(0u32, |a, d| a * 8 + u32::from(d - b'0'));
-            if let Ok(byte) = u8::try_from(v) {
-                out.push(byte);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    out
-}
-
-/// Whether a mountinfo type is FUSE (`fuse`, `fuse.hangfs`, `fuseblk`); as root the daemon's
-/// own mount(2) shows as plain `fuse`.
-fn is_fuse(fs_type: &str) -> bool {
-    fs_type == "fuse" || fs_type == "fuseblk" || fs_type.starts_with("fuse.")
+/// Whether the topmost mount at exactly `path` is FUSE (a hangfs mount, live or dead).
+fn fuse_mounted_at(path: &Path) -> bool {
+    let Ok(text) = fs::read("/proc/self/mountinfo") else {
+        return false;
+    };
+    MountTable::parse_lossy(&text)
+        .top_at(path)
+        .is_some_and(|m| m.is_fuse())
 }
 
 /// Detach the mount at `path` now (`umount -l`), even with files open or the daemon dead.
@@ -615,11 +591,5 @@ mod tests {
         ] {
             assert!(parse_command(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn mountinfo_escapes() {
-        assert_eq!(unescape("/a\\040b"), b"/a b");
-        assert_eq!(unescape("/a\\04"), b"/a\\04");
     }
 }

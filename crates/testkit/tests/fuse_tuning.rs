@@ -1,4 +1,4 @@
-//! `mountshare_fs::fuse_conn` on a real FUSE mount (hangfs keeping the kernel's default
+//! `mountshare_mounts::fuse` on a real FUSE mount (hangfs keeping the kernel's default
 //! `max_background` of 12, as rclone and go-fuse do): it finds the connection under
 //! /sys/fs/fuse/connections (mounting fusectl if needed), raises both limits, and a healthy read
 //! then gets through while the connection's 12 default slots are held by hung reads, including
@@ -6,10 +6,11 @@
 //!
 //! Needs root and /dev/fuse (both are there in CI); skips with a message otherwise.
 
-use mountshare_fs::fuse_conn::{
+use mountshare_mounts::fuse::{
     tune_path, FuseConnection, FuseLimits, FuseTuneOutcome, CONNECTIONS_DIR,
     KERNEL_DEFAULT_CONGESTION_THRESHOLD, KERNEL_DEFAULT_MAX_BACKGROUND,
 };
+use mountshare_mounts::mountinfo::MountTable;
 use mountshare_testkit::hangfs::{HangFs, HangFsOptions};
 use mountshare_testkit::tree::{md5_bytes, md5_file, TreeBuilder};
 use std::path::Path;
@@ -19,10 +20,11 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_hangfs");
 
 fn fusectl_mounted() -> bool {
-    std::fs::read_to_string("/proc/self/mountinfo")
+    let text = std::fs::read("/proc/self/mountinfo").unwrap();
+    MountTable::parse(&text)
         .unwrap()
-        .lines()
-        .any(|l| l.contains(" - fusectl ") && l.split(' ').nth(4) == Some(CONNECTIONS_DIR))
+        .top_at(Path::new(CONNECTIONS_DIR))
+        .is_some_and(|m| m.fstype == "fusectl")
 }
 
 /// Polls `done` (a kernel counter, which has no event to wait on) for up to a minute.

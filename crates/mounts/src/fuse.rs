@@ -1,6 +1,8 @@
-//! FUSE connection tuning: find the kernel's FUSE connection behind an exported directory and
-//! raise its `max_background` and `congestion_threshold`, so that reads the FUSE daemon never
-//! answers cannot take every request slot of the mount.
+//! FUSE connection tuning, the one module of this crate that changes the system: find the
+//! kernel's FUSE connection behind an exported directory (statx, `/proc/self/mountinfo` read
+//! through [`crate::mountinfo`]) and raise its `max_background` and `congestion_threshold` in
+//! sysfs (mounting `fusectl` first if needed), so that reads the FUSE daemon never answers
+//! cannot take every request slot of the mount.
 //!
 //! # Why
 //!
@@ -17,7 +19,7 @@
 //! 1. The directory's mount is found without sending anything to the FUSE daemon (which may be
 //!    the thing that is stuck): `statx(AT_STATX_DONT_SYNC)` with no attribute mask gives the
 //!    mount id and the device number from the kernel's own records, and `/proc/self/mountinfo`
-//!    gives that mount's file-system type (`fuse`, `fuse.SUBTYPE`, `fuseblk`). Only when
+//!    gives that mount's file-system type ([`MountEntry::is_fuse`]). Only when
 //!    mountinfo cannot be read does it fall back to `fstatfs(2)`, which the daemon must answer.
 //! 2. The connection is `/sys/fs/fuse/connections/DEV`, DEV being the superblock's device number
 //!    in the kernel's encoding (`major << 20 | minor`; plain FUSE mounts have major 0, so it is
@@ -26,12 +28,11 @@
 //! 3. Each limit is raised to the requested value if it is lower; a limit is never lowered.
 //!
 //! [`tune`] does all of it and returns a [`FuseTuneOutcome`] for the caller to log once.
-use std::ffi::OsStr;
+use crate::mountinfo::{MountEntry, MountTable};
 use std::fmt;
 use std::fs::{self, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// `statfs(2)` `f_type` of a FUSE file system (also `fuseblk`).
@@ -119,10 +120,10 @@ pub enum FuseConnError {
     #[error("not a FUSE file system (it is {fs_type})")]
     NotFuse { fs_type: String },
     /// This process may not do what tuning needs (mount `fusectl`, write the limits).
-    #[error("no privilege to {what}: {errno}")]
+    #[error("no privilege to {what}: {} (errno {})", std::io::Error::from(*errno), errno.raw_os_error())]
     NoPrivilege {
         what: String,
-        errno: crate::error::Errno,
+        errno: rustix::io::Errno,
     },
     /// Something tuning needs is not there (the connections directory, the connection).
     #[error("{0}")]
@@ -134,13 +135,16 @@ pub enum FuseConnError {
 
 impl FuseConnError {
     fn from_errno(what: String, errno: rustix::io::Errno) -> Self {
-        let e = crate::error::Errno(errno.raw_os_error());
         if errno == rustix::io::Errno::PERM || errno == rustix::io::Errno::ACCESS {
-            FuseConnError::NoPrivilege { what, errno: e }
+            FuseConnError::NoPrivilege { what, errno }
         } else {
             FuseConnError::Failed {
                 what,
-                detail: e.to_string(),
+                detail: format!(
+                    "{} (errno {})",
+                    std::io::Error::from(errno),
+                    errno.raw_os_error()
+                ),
             }
         }
     }
@@ -315,7 +319,7 @@ fn open_path(path: &Path) -> Result<std::os::fd::OwnedFd, FuseConnError> {
 /// Whether `file` is on a FUSE mount, found as [`FuseConnection::find`] finds it: from mountinfo,
 /// without a request to the daemon (which may hang).
 pub fn is_fuse(file: impl AsFd) -> bool {
-    mount_of(file.as_fd()).is_ok_and(|m| is_fuse_type(&m.fs_type))
+    mount_of(file.as_fd()).is_ok_and(|m| m.is_fuse())
 }
 
 /// One FUSE connection's directory under [`CONNECTIONS_DIR`].
@@ -330,9 +334,9 @@ impl FuseConnection {
     /// The connection of the FUSE mount holding `file` (mounting `fusectl` first if needed).
     pub fn find(file: impl AsFd) -> Result<FuseConnection, FuseConnError> {
         let mount = mount_of(file.as_fd())?;
-        if !is_fuse_type(&mount.fs_type) {
+        if !mount.is_fuse() {
             return Err(FuseConnError::NotFuse {
-                fs_type: mount.fs_type,
+                fs_type: mount.fstype,
             });
         }
         let connections = Path::new(CONNECTIONS_DIR);
@@ -344,12 +348,12 @@ impl FuseConnection {
                 dir.display(),
                 mount.major,
                 mount.minor,
-                mount.fs_type
+                mount.fstype
             )));
         }
         Ok(FuseConnection {
             dir,
-            fs_type: mount.fs_type,
+            fs_type: mount.fstype,
             mounted_fusectl,
         })
     }
@@ -461,80 +465,14 @@ impl FuseConnection {
     }
 }
 
-/// Whether a mountinfo file-system type is FUSE: `fuse`, `fuseblk`, or either with a subtype
-/// (`fuse.rclone`). `fusectl` is not.
-pub fn is_fuse_type(fs_type: &str) -> bool {
-    let base = fs_type.split_once('.').map_or(fs_type, |(base, _)| base);
-    base == "fuse" || base == "fuseblk"
-}
-
 /// The name of a connection's directory under [`CONNECTIONS_DIR`]: the superblock's device number
 /// in the kernel's internal encoding (`MKDEV`: 20 bits of minor), printed in decimal.
 pub fn connection_name(major: u32, minor: u32) -> String {
     ((u64::from(major) << 20) | u64::from(minor & 0xf_ffff)).to_string()
 }
 
-/// What we need from one line of `/proc/self/mountinfo`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MountInfoEntry {
-    pub mount_id: u64,
-    pub major: u32,
-    pub minor: u32,
-    /// The mount point, with mountinfo's octal escapes (`\040` for a space) undone.
-    pub mount_point: PathBuf,
-    pub fs_type: String,
-}
-
-/// Parse one line of `/proc/PID/mountinfo`:
-/// `ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - FSTYPE SOURCE SUPEROPTIONS`.
-pub fn parse_mountinfo_line(line: &str) -> Option<MountInfoEntry> {
-    let mut fields = line.split_ascii_whitespace();
-    let mount_id = fields.next()?.parse().ok()?;
-    let _parent = fields.next()?;
-    let (major, minor) = fields.next()?.split_once(':')?;
-    let (major, minor) = (major.parse().ok()?, minor.parse().ok()?);
-    let _root = fields.next()?;
-    let mount_point = PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(fields.next()?)));
-    let _options = fields.next()?;
-    // Optional fields (shared:N, master:N, ...) run up to a lone "-".
-    fields.by_ref().find(|f| *f == "-")?;
-    let fs_type = fields.next()?.to_string();
-    Some(MountInfoEntry {
-        mount_id,
-        major,
-        minor,
-        mount_point,
-        fs_type,
-    })
-}
-
-/// Undo the kernel's `\ooo` escapes of space, tab, newline and backslash in mountinfo paths.
-fn unescape_mountinfo(field: &str) -> Vec<u8> {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 4 <= bytes.len() {
-            let digits = &bytes[i + 1..i + 4];
-            if digits.iter().all(|d| (b'0'..=b'7').contains(d)) {
-                let v = digits
-                    .iter()
-                    .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
-                if let Ok(b) = u8::try_from(v) {
-                    out.push(b);
-                    i += 4;
-                    continue;
-                }
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    out
-}
-
-/// The device and type of the mount holding `fd`, asking the kernel only (never the daemon).
-fn mount_of(fd: std::os::fd::BorrowedFd<'_>) -> Result<MountInfoEntry, FuseConnError> {
+/// The mount holding `fd`, asking the kernel only (never the daemon).
+fn mount_of(fd: std::os::fd::BorrowedFd<'_>) -> Result<MountEntry, FuseConnError> {
     use rustix::fs::{AtFlags, StatxFlags};
     // No attribute in the mask and DONT_SYNC: FUSE answers from what the kernel holds, so a stuck
     // daemon cannot make this wait. The device number and mount id are always filled in.
@@ -546,55 +484,33 @@ fn mount_of(fd: std::os::fd::BorrowedFd<'_>) -> Result<MountInfoEntry, FuseConnE
     )
     .map_err(|e| FuseConnError::from_errno("statx the exported directory".into(), e))?;
     let mnt_id = (stx.stx_mask & StatxFlags::MNT_ID.bits() != 0).then_some(stx.stx_mnt_id);
-    match fs::read_to_string("/proc/self/mountinfo") {
-        Ok(text) => {
-            find_mount(&text, mnt_id, stx.stx_dev_major, stx.stx_dev_minor).ok_or_else(|| {
+    match fs::read("/proc/self/mountinfo") {
+        Ok(text) => MountTable::parse_lossy(&text)
+            .find_device(mnt_id, stx.stx_dev_major, stx.stx_dev_minor)
+            .cloned()
+            .ok_or_else(|| {
                 FuseConnError::NotFound(format!(
                     "no mount {}:{} in /proc/self/mountinfo",
                     stx.stx_dev_major, stx.stx_dev_minor
                 ))
-            })
-        }
+            }),
         Err(_) => {
             // No /proc: statfs asks the daemon, but it is the only other way to know the type.
             let sfs = rustix::fs::fstatfs(fd).map_err(|e| {
                 FuseConnError::from_errno("statfs the exported directory".into(), e)
             })?;
             let f_type = f_type_of(&sfs);
-            Ok(MountInfoEntry {
-                mount_id: 0,
+            Ok(MountEntry {
                 major: stx.stx_dev_major,
                 minor: stx.stx_dev_minor,
-                mount_point: PathBuf::new(),
-                fs_type: if f_type == FUSE_SUPER_MAGIC {
+                fstype: if f_type == FUSE_SUPER_MAGIC {
                     "fuse".into()
                 } else {
                     format!("f_type {f_type:#x}")
                 },
+                ..MountEntry::default()
             })
         }
-    }
-}
-
-/// The mountinfo entry with mount id `mnt_id` if given, else the first with this device number.
-fn find_mount(
-    mountinfo: &str,
-    mnt_id: Option<u64>,
-    major: u32,
-    minor: u32,
-) -> Option<MountInfoEntry> {
-    let entries = mountinfo.lines().filter_map(parse_mountinfo_line);
-    let by_dev = |e: &MountInfoEntry| e.major == major && e.minor == minor;
-    match mnt_id {
-        Some(id) => {
-            let entries: Vec<_> = entries.collect();
-            entries
-                .iter()
-                .find(|e| e.mount_id == id && by_dev(e))
-                .or_else(|| entries.iter().find(|e| by_dev(e)))
-                .cloned()
-        }
-        None => entries.into_iter().find(by_dev),
     }
 }
 
@@ -643,6 +559,7 @@ fn ensure_fusectl(connections: &Path) -> Result<bool, FuseConnError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mountinfo::is_fuse_type;
 
     #[test]
     fn zero_means_leave_alone_and_congestion_is_three_quarters() {
@@ -687,22 +604,6 @@ mod tests {
     }
 
     #[test]
-    fn fuse_types() {
-        for t in [
-            "fuse",
-            "fuseblk",
-            "fuse.rclone",
-            "fuse.hangfs",
-            "fuseblk.ntfs",
-        ] {
-            assert!(is_fuse_type(t), "{t}");
-        }
-        for t in ["fusectl", "ext4", "tmpfs", "nfs", "fuse2", ""] {
-            assert!(!is_fuse_type(t), "{t}");
-        }
-    }
-
-    #[test]
     fn connection_names_use_the_kernel_encoding() {
         // Anonymous device of a plain FUSE mount: major 0, the name is the minor.
         assert_eq!(connection_name(0, 45), "45");
@@ -711,64 +612,11 @@ mod tests {
         assert_eq!(connection_name(8, 17), (8u64 << 20 | 17).to_string());
     }
 
-    const MOUNTINFO: &str = "\
-22 1 0:21 / /proc rw,nosuid,nodev,noexec,relatime shared:5 - proc proc rw
-23 27 0:22 / /sys rw,relatime - sysfs sysfs rw
-27 1 259:2 / / rw,relatime shared:1 - ext4 /dev/nvme0n1p2 rw,errors=remount-ro
-95 27 0:45 / /mnt/my\\040library rw,nosuid,nodev,relatime shared:50 master:3 - fuse.rclone remote: rw,user_id=0,group_id=0,allow_other
-96 27 0:45 /sub /srv/bind rw,relatime - fuse.rclone remote: rw,user_id=0,group_id=0
-97 27 8:17 / /media/usb rw,relatime - fuseblk /dev/sdb1 rw,user_id=0
-";
-
-    #[test]
-    fn mountinfo_lines_parse_with_optional_fields_and_escapes() {
-        let e = parse_mountinfo_line(MOUNTINFO.lines().nth(3).unwrap()).unwrap();
-        assert_eq!(
-            e,
-            MountInfoEntry {
-                mount_id: 95,
-                major: 0,
-                minor: 45,
-                mount_point: PathBuf::from("/mnt/my library"),
-                fs_type: "fuse.rclone".into(),
-            }
-        );
-        let e = parse_mountinfo_line(MOUNTINFO.lines().nth(1).unwrap()).unwrap();
-        assert_eq!((e.fs_type.as_str(), e.minor), ("sysfs", 22));
-        for bad in [
-            "",
-            "x",
-            "1 2 0:45 / /m rw shared:1 fuse a b",
-            "1 2 045 / /m rw - fuse a b",
-        ] {
-            assert_eq!(parse_mountinfo_line(bad), None, "{bad:?}");
-        }
-    }
-
-    #[test]
-    fn unescapes_only_octal_escapes() {
-        assert_eq!(unescape_mountinfo("a\\040b\\011c\\134d"), b"a b\tc\\d");
-        assert_eq!(unescape_mountinfo("trailing\\04"), b"trailing\\04");
-        assert_eq!(unescape_mountinfo("not\\9999"), b"not\\9999");
-        assert_eq!(unescape_mountinfo("\\"), b"\\");
-    }
-
-    #[test]
-    fn finds_the_mount_by_id_then_by_device() {
-        let bind = find_mount(MOUNTINFO, Some(96), 0, 45).unwrap();
-        assert_eq!(bind.mount_point, PathBuf::from("/srv/bind"));
-        let any = find_mount(MOUNTINFO, None, 0, 45).unwrap();
-        assert_eq!(any.mount_id, 95);
-        let stale_id = find_mount(MOUNTINFO, Some(4242), 8, 17).unwrap();
-        assert_eq!(stale_id.fs_type, "fuseblk");
-        assert_eq!(find_mount(MOUNTINFO, None, 0, 99), None);
-    }
-
     #[test]
     fn a_plain_directory_is_not_fuse() {
         let dir = tempfile::tempdir().unwrap();
         match tune_path(dir.path(), DEFAULT_MAX_BACKGROUND) {
-            FuseTuneOutcome::NotFuse { fs_type } => assert!(!is_fuse_type(&fs_type)),
+            FuseTuneOutcome::NotFuse { fs_type } => assert!(!is_fuse_type(&fs_type), "{fs_type}"),
             other => panic!("expected NotFuse, got {other:?}"),
         }
         assert_eq!(tune_path(dir.path(), 0), FuseTuneOutcome::Disabled);
@@ -846,11 +694,15 @@ mod tests {
         assert!(!raised.is_warning());
         let denied = outcome_of_error(FuseConnError::NoPrivilege {
             what: "mount fusectl at /sys/fs/fuse/connections".into(),
-            errno: crate::error::Errno(1),
+            errno: rustix::io::Errno::PERM,
         });
         assert!(denied.is_warning());
         assert!(
             denied.to_string().contains("no privilege to mount fusectl"),
+            "{denied}"
+        );
+        assert!(
+            denied.to_string().contains("Operation not permitted"),
             "{denied}"
         );
     }
