@@ -22,7 +22,7 @@
 //! matches and that has calls left, and a fault is dropped once its calls are used up. Waiting
 //! is on a condition variable: nothing polls or sleeps, except a [`Fault::delay`] itself.
 use crate::{
-    Attr, Backend, Capabilities, DirEntryName, DirEntryPlus, FsError, FsStats, ReadOutcome, RelPath,
+    Attr, Backend, Capabilities, DirEntryName, DirSink, FsError, FsStats, ReadOutcome, RelPath,
 };
 use std::fmt;
 use std::fs::File;
@@ -339,6 +339,28 @@ impl<B: Backend> Drop for Inside<'_, B> {
     }
 }
 
+/// The entries of a listing with attributes on their way out of a [`FaultFs`]: each is a stat
+/// of its path, which the faults of [`Op::Stat`] catch.
+struct StatEach<'a, B: Backend> {
+    fs: &'a FaultFs<B>,
+    dir: &'a RelPath,
+    out: &'a mut dyn DirSink,
+}
+
+impl<B: Backend> DirSink for StatEach<'_, B> {
+    fn entry(&mut self, name: &[u8], attr: Option<Attr>) {
+        // A name that is no path (too long) has no attributes to take away.
+        let attr = match self.dir.join(name) {
+            Ok(child) => {
+                let (_inside, caught) = self.fs.enter(Op::Stat, &child);
+                attr.filter(|_| caught.is_ok())
+            }
+            Err(_) => attr,
+        };
+        self.out.entry(name, attr);
+    }
+}
+
 /// Releases every operation of a [`FaultFs`] when dropped ([`FaultFs::releaser`]).
 pub struct Releaser<'a, B: Backend>(&'a FaultFs<B>);
 
@@ -357,19 +379,15 @@ impl<B: Backend> Backend for FaultFs<B> {
         self.call(Op::ReadDir, path, || self.inner.read_dir(path))
     }
 
-    fn read_dir_plus(&self, path: &RelPath) -> Result<Vec<DirEntryPlus>, FsError> {
-        let mut entries = self.call(Op::ReadDir, path, || self.inner.read_dir_plus(path))?;
-        for entry in &mut entries {
-            // A name that is no path (too long) has no attributes to take away.
-            let Ok(child) = path.join(&entry.name) else {
-                continue;
-            };
-            let (_inside, caught) = self.enter(Op::Stat, &child);
-            if caught.is_err() {
-                entry.attr = None;
-            }
-        }
-        Ok(entries)
+    fn read_dir_plus(&self, path: &RelPath, out: &mut dyn DirSink) -> Result<(), FsError> {
+        let mut stats = StatEach {
+            fs: self,
+            dir: path,
+            out,
+        };
+        self.call(Op::ReadDir, path, || {
+            self.inner.read_dir_plus(path, &mut stats)
+        })
     }
 
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, FsError> {
@@ -519,7 +537,8 @@ mod tests {
     fn a_listing_with_attributes_is_a_listing_and_a_stat_of_each_entry() {
         let (_t, fs) = tree();
         fs.inject(Op::Stat, Fault::fail(Errno::IO).at(&p("b")));
-        let mut entries = fs.read_dir_plus(&RelPath::root()).unwrap();
+        let mut entries: Vec<crate::DirEntryPlus> = Vec::new();
+        fs.read_dir_plus(&RelPath::root(), &mut entries).unwrap();
         entries.sort_by(|x, y| x.name.cmp(&y.name));
         assert_eq!(entries[0].name, b"a");
         assert_eq!(entries[0].attr.as_ref().map(|a| a.size), Some(4));
@@ -530,7 +549,7 @@ mod tests {
         );
         assert_eq!((fs.calls(Op::ReadDir), fs.calls(Op::Stat)), (1, 2));
         fs.inject(Op::ReadDir, Fault::fail(Errno::IO).times(1));
-        assert!(fs.read_dir_plus(&RelPath::root()).is_err());
+        assert!(fs.read_dir_plus(&RelPath::root(), &mut entries).is_err());
     }
 
     #[test]

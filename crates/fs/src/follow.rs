@@ -19,8 +19,8 @@
 //! when to look again.
 
 use crate::{
-    Attr, Backend, Capabilities, DirEntryName, DirEntryPlus, FsError, FsStats, LocalFs,
-    LocalFsOptions, ReadOutcome, RelPath,
+    Attr, Backend, Capabilities, DirEntryName, DirSink, FsError, FsStats, LocalFs, LocalFsOptions,
+    ReadOutcome, RelPath,
 };
 use mountshare_mounts::mountinfo::MountTable;
 use std::path::{Path, PathBuf};
@@ -246,8 +246,8 @@ impl Backend for Swappable {
     fn read_dir(&self, path: &RelPath) -> Result<Vec<DirEntryName>, FsError> {
         self.get()?.read_dir(path)
     }
-    fn read_dir_plus(&self, path: &RelPath) -> Result<Vec<DirEntryPlus>, FsError> {
-        self.get()?.read_dir_plus(path)
+    fn read_dir_plus(&self, path: &RelPath, out: &mut dyn DirSink) -> Result<(), FsError> {
+        self.get()?.read_dir_plus(path, out)
     }
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, FsError> {
         self.get()?.read_link(path)
@@ -517,7 +517,7 @@ mod tests {
         fn read_dir(&self, _: &RelPath) -> Result<Vec<DirEntryName>, FsError> {
             Err(rustix::io::Errno::IO.into())
         }
-        fn read_dir_plus(&self, _: &RelPath) -> Result<Vec<DirEntryPlus>, FsError> {
+        fn read_dir_plus(&self, _: &RelPath, _: &mut dyn DirSink) -> Result<(), FsError> {
             Err(rustix::io::Errno::IO.into())
         }
         fn read_link(&self, _: &RelPath) -> Result<Vec<u8>, FsError> {
@@ -555,9 +555,14 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("f"), b"data").unwrap();
         let swappable = Swappable::default();
-        assert!(swappable.read_dir_plus(&RelPath::root()).is_err());
+        let mut entries: Vec<crate::DirEntryPlus> = Vec::new();
+        assert!(swappable
+            .read_dir_plus(&RelPath::root(), &mut entries)
+            .is_err());
         swappable.set(Some(Arc::new(LocalFs::open(t.path()).unwrap())));
-        let entries = swappable.read_dir_plus(&RelPath::root()).unwrap();
+        swappable
+            .read_dir_plus(&RelPath::root(), &mut entries)
+            .unwrap();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].attr.as_ref().map(|a| a.size), Some(4));
     }

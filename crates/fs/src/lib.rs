@@ -27,13 +27,30 @@ pub use path::{validate_name, RelPath, MAX_NAME_LEN};
 /// A directory entry as listed by [`Backend::read_dir`]: its name only (never `.` or `..`).
 pub type DirEntryName = Vec<u8>;
 
-/// A directory entry as listed by [`Backend::read_dir_plus`]: its name (never `.` or `..`) and
-/// its attributes, as [`Backend::stat`] of the entry's path would give them; `None` when they
-/// could not be had (the entry vanished, or its stat failed), and the entry is still listed.
+/// Where [`Backend::read_dir_plus`] puts a directory's entries, one at a time as it lists them,
+/// so that a listing goes straight into its consumer's buffers (the server's directory
+/// snapshot) with no allocation per entry.
+pub trait DirSink {
+    /// One entry: its name (never `.` or `..`) and its attributes, as [`Backend::stat`] of the
+    /// entry's path would give them; `None` when they could not be had (the entry vanished, or
+    /// its stat failed), and the entry is listed all the same.
+    fn entry(&mut self, name: &[u8], attr: Option<Attr>);
+}
+
+/// A directory entry with its attributes, as a `Vec<DirEntryPlus>` collects a listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirEntryPlus {
     pub name: DirEntryName,
     pub attr: Option<Attr>,
+}
+
+impl DirSink for Vec<DirEntryPlus> {
+    fn entry(&mut self, name: &[u8], attr: Option<Attr>) {
+        self.push(DirEntryPlus {
+            name: name.to_vec(),
+            attr,
+        });
+    }
 }
 
 /// What a READ returned: bytes read, and the attributes of the file read from.
@@ -69,12 +86,13 @@ pub trait Backend: Send + Sync + 'static {
     fn stat(&self, path: &RelPath) -> Result<Attr, FsError>;
     /// Names in the directory at `path`, without `.` and `..`, in no particular order.
     fn read_dir(&self, path: &RelPath) -> Result<Vec<DirEntryName>, FsError>;
-    /// The entries of the directory at `path` with their attributes, in one call: what
-    /// [`Backend::read_dir`] lists, each with what [`Backend::stat`] of it gives (an entry whose
-    /// attributes cannot be had is listed with `None`). A backend that lists with attributes in
-    /// one request (a WebDAV PROPFIND) fills it from that request; one that cannot do better
-    /// than a stat per entry calls [`list_then_stat`]. Fails only when the listing does.
-    fn read_dir_plus(&self, path: &RelPath) -> Result<Vec<DirEntryPlus>, FsError>;
+    /// The entries of the directory at `path` with their attributes, in one call, into `out`:
+    /// what [`Backend::read_dir`] lists, each with what [`Backend::stat`] of it gives (an entry
+    /// whose attributes cannot be had is listed with `None`). A backend that lists with
+    /// attributes in one request (a WebDAV PROPFIND) fills it from that request; one that
+    /// cannot do better than a stat per entry calls [`list_then_stat`]. Fails only when the
+    /// listing does; what `out` got before the failure is then to be dropped.
+    fn read_dir_plus(&self, path: &RelPath, out: &mut dyn DirSink) -> Result<(), FsError>;
     /// The target of the symlink at `path`, as stored; never followed.
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, FsError>;
     /// Fill `buf` from `offset` of the regular file at `path` (fewer bytes only at end of file).
@@ -94,13 +112,11 @@ pub trait Backend: Send + Sync + 'static {
 pub fn list_then_stat<B: Backend + ?Sized>(
     backend: &B,
     path: &RelPath,
-) -> Result<Vec<DirEntryPlus>, FsError> {
-    let names = backend.read_dir(path)?;
-    Ok(names
-        .into_iter()
-        .map(|name| {
-            let attr = path.join(&name).ok().and_then(|p| backend.stat(&p).ok());
-            DirEntryPlus { name, attr }
-        })
-        .collect())
+    out: &mut dyn DirSink,
+) -> Result<(), FsError> {
+    for name in backend.read_dir(path)? {
+        let attr = path.join(&name).ok().and_then(|p| backend.stat(&p).ok());
+        out.entry(&name, attr);
+    }
+    Ok(())
 }

@@ -23,9 +23,7 @@
 //! seconds, and buffers freed and allocated anew by whichever threads ran the calls fragmented
 //! the allocator's per-thread arenas until RSS grew with every walk.
 use crate::handle::name_cookie;
-use mountshare_fs::{
-    Attr, Backend, DirEntryName, DirEntryPlus, FileKind, FsError, RelPath, Timestamp,
-};
+use mountshare_fs::{Attr, Backend, DirSink, FileKind, FsError, RelPath, Timestamp};
 use mountshare_proto::nfs3::{Fattr3, Ftype3, NfsTime3, SpecData3};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -124,24 +122,49 @@ pub(crate) enum Want {
     Attrs,
 }
 
-/// What a backend listed.
-enum Listing {
-    Names(Vec<DirEntryName>),
-    Plus(Vec<DirEntryPlus>),
+/// A listing as it arrives ([`DirSink`]), in spare buffers: each entry's cookie, name and, when
+/// listed with them, attributes, in the order listed. A snapshot is then built from it in
+/// cookie order, and its buffers go back to the spares: a listing allocates nothing per entry,
+/// and in a steady walk nothing at all.
+struct Arrivals {
+    store: Storage,
+    with_attrs: bool,
+    /// Names past 4 GiB in all were left out (see [`DirSnapshot::new`]).
+    full: bool,
 }
 
-impl Listing {
-    fn len(&self) -> usize {
-        match self {
-            Listing::Names(v) => v.len(),
-            Listing::Plus(v) => v.len(),
+impl Arrivals {
+    fn new(spare: Option<&SharedSpare>, with_attrs: bool) -> Arrivals {
+        let store = match spare {
+            Some(s) => lock_spare(s).take_any(),
+            None => Storage::default(),
+        };
+        Arrivals {
+            store,
+            with_attrs,
+            full: false,
         }
     }
 
     fn name(&self, i: usize) -> &[u8] {
-        match self {
-            Listing::Names(v) => &v[i],
-            Listing::Plus(v) => &v[i].name,
+        self.store.name(i)
+    }
+}
+
+impl DirSink for Arrivals {
+    fn entry(&mut self, name: &[u8], attr: Option<Attr>) {
+        // Names are at most 255 bytes, so a u32 holds the end of 16 million of them; a listing
+        // past that (over 4 GiB of names) is cut short rather than wrapped.
+        let end = u32::try_from(self.store.names.len() + name.len());
+        let (false, Ok(end)) = (self.full, end) else {
+            self.full = true;
+            return;
+        };
+        self.store.names.extend_from_slice(name);
+        self.store.ends.push(end);
+        self.store.cookies.push(name_cookie(name));
+        if self.with_attrs {
+            self.store.attrs.push(attr.as_ref().map(Attr3::new));
         }
     }
 }
@@ -167,6 +190,19 @@ impl Storage {
             + self.ends.capacity() * 4
             + self.names.capacity()
             + self.attrs.capacity() * ATTR_BYTES
+    }
+
+    /// The name of entry `i`.
+    fn name(&self, i: usize) -> &[u8] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
+        &self.names[start..self.ends[i] as usize]
+    }
+
+    fn clear(&mut self) {
+        self.cookies.clear();
+        self.ends.clear();
+        self.names.clear();
+        self.attrs.clear();
     }
 
     fn fits(&self, entries: usize, name_bytes: usize, attrs: usize) -> bool {
@@ -197,15 +233,7 @@ impl Spare {
             .min_by_key(|(_, s)| s.capacity())
             .map(|(i, _)| i);
         match best {
-            Some(i) => {
-                let mut s = self.stores.swap_remove(i);
-                self.bytes -= s.capacity();
-                s.cookies.clear();
-                s.ends.clear();
-                s.names.clear();
-                s.attrs.clear();
-                s
-            }
+            Some(i) => self.remove(i),
             None => Storage {
                 cookies: Vec::with_capacity(entries),
                 ends: Vec::with_capacity(entries),
@@ -213,6 +241,19 @@ impl Spare {
                 attrs: Vec::with_capacity(attrs),
             },
         }
+    }
+
+    /// The largest spare storage, emptied, for a listing of a size not known yet; or a new one.
+    fn take_any(&mut self) -> Storage {
+        let largest = (0..self.stores.len()).max_by_key(|&i| self.stores[i].capacity());
+        largest.map_or_else(Storage::default, |i| self.remove(i))
+    }
+
+    fn remove(&mut self, i: usize) -> Storage {
+        let mut s = self.stores.swap_remove(i);
+        self.bytes -= s.capacity();
+        s.clear();
+        s
     }
 
     fn give(&mut self, store: Storage) {
@@ -251,40 +292,35 @@ impl Drop for DirSnapshot {
 }
 
 impl DirSnapshot {
-    /// A snapshot of `listing`, whose directory has attributes `attr`, in buffers from `spare`.
-    fn new(listing: Listing, attr: &Attr, spare: Option<SharedSpare>) -> DirSnapshot {
-        let n = listing.len();
-        let mut order: Vec<(u64, u32)> = (0..n)
-            .map(|i| (name_cookie(listing.name(i)), i as u32))
-            .collect();
-        order.sort_unstable_by(|a, b| {
-            a.0.cmp(&b.0)
-                .then_with(|| listing.name(a.1 as usize).cmp(listing.name(b.1 as usize)))
+    /// A snapshot of what `arrived`, whose directory has attributes `attr`, in buffers from
+    /// `spare` (where those of `arrived` go).
+    fn new(arrived: Arrivals, attr: &Attr, spare: Option<SharedSpare>) -> DirSnapshot {
+        let from = &arrived.store;
+        let n = from.cookies.len();
+        let mut order: Vec<u32> = (0..n as u32).collect();
+        order.sort_unstable_by(|&a, &b| {
+            let (a, b) = (a as usize, b as usize);
+            from.cookies[a]
+                .cmp(&from.cookies[b])
+                .then_with(|| arrived.name(a).cmp(arrived.name(b)))
         });
-        let name_bytes: usize = (0..n).map(|i| listing.name(i).len()).sum();
-        let attrs = match &listing {
-            Listing::Names(_) => 0,
-            Listing::Plus(_) => n,
-        };
+        let attrs = if arrived.with_attrs { n } else { 0 };
         let mut store = match &spare {
-            Some(s) => lock_spare(s).take(n, name_bytes, attrs),
-            None => Spare::default().take(n, name_bytes, attrs),
+            Some(s) => lock_spare(s).take(n, from.names.len(), attrs),
+            None => Spare::default().take(n, from.names.len(), attrs),
         };
-        for (cookie, i) in order {
-            let name = listing.name(i as usize);
-            // Names are at most 255 bytes, so a u32 holds the end of 16 million of them; a
-            // listing past that (over 4 GiB of names) is cut short rather than wrapped.
-            let Ok(end) = u32::try_from(store.names.len() + name.len()) else {
-                break;
-            };
-            store.names.extend_from_slice(name);
-            store.cookies.push(cookie);
-            store.ends.push(end);
-            if let Listing::Plus(entries) = &listing {
-                store
-                    .attrs
-                    .push(entries[i as usize].attr.as_ref().map(Attr3::new));
+        for i in order {
+            let i = i as usize;
+            // Fits in a u32: the names are those that fitted as they arrived.
+            store.names.extend_from_slice(from.name(i));
+            store.cookies.push(from.cookies[i]);
+            store.ends.push(store.names.len() as u32);
+            if arrived.with_attrs {
+                store.attrs.push(from.attrs[i]);
             }
+        }
+        if let Some(s) = &spare {
+            lock_spare(s).give(arrived.store);
         }
         DirSnapshot {
             store,
@@ -296,6 +332,16 @@ impl DirSnapshot {
         }
     }
 
+    /// A snapshot of `names` (tests).
+    #[cfg(test)]
+    fn of_names(names: Vec<Vec<u8>>, attr: &Attr) -> DirSnapshot {
+        let mut arrived = Arrivals::new(None, false);
+        for name in names {
+            arrived.entry(&name, None);
+        }
+        DirSnapshot::new(arrived, attr, None)
+    }
+
     /// Entries in the directory.
     pub(crate) fn len(&self) -> usize {
         self.store.cookies.len()
@@ -303,9 +349,7 @@ impl DirSnapshot {
 
     /// The name of entry `i`.
     fn name(&self, i: usize) -> &[u8] {
-        let ends = &self.store.ends;
-        let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-        &self.store.names[start..ends[i] as usize]
+        self.store.name(i)
     }
 
     /// The entries from index `from` on, as (cookie, name), in cookie order.
@@ -458,12 +502,22 @@ impl DirCache {
             }
             inner.wide.contains(path)
         };
-        let listing = if want == Want::Attrs && !wide {
-            Listing::Plus(backend.read_dir_plus(path)?)
+        let with_attrs = want == Want::Attrs && !wide;
+        let mut arrived = Arrivals::new(Some(&self.spare), with_attrs);
+        let listed = if with_attrs {
+            backend.read_dir_plus(path, &mut arrived)
         } else {
-            Listing::Names(backend.read_dir(path)?)
+            backend.read_dir(path).map(|names| {
+                for name in names {
+                    arrived.entry(&name, None);
+                }
+            })
         };
-        let snap = Arc::new(DirSnapshot::new(listing, attr, Some(self.spare.clone())));
+        if let Err(e) = listed {
+            lock_spare(&self.spare).give(arrived.store);
+            return Err(e);
+        }
+        let snap = Arc::new(DirSnapshot::new(arrived, attr, Some(self.spare.clone())));
         self.insert(path.clone(), snap.clone());
         Ok(snap)
     }
@@ -549,7 +603,7 @@ mod tests {
         let fs = LocalFs::open(t.path()).unwrap();
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
-        let one = DirSnapshot::new(Listing::Names(fs.read_dir(&a).unwrap()), &attr, None);
+        let one = DirSnapshot::of_names(fs.read_dir(&a).unwrap(), &attr);
         assert_eq!(one.len(), 100);
         let cookies: Vec<u64> = one.entries().map(|(c, _)| c).collect();
         assert!(cookies.windows(2).all(|w| w[0] <= w[1]), "cookie order");
@@ -658,9 +712,9 @@ mod tests {
         assert_eq!(fs.calls(Op::ReadDir), 1);
         assert_eq!(fs.calls(Op::Stat), stats);
         // The attributes are counted: the same listing without them costs 64 bytes less an entry.
-        let names = DirSnapshot::new(Listing::Names(fs.read_dir(&a).unwrap()), &attr, None);
+        let names = DirSnapshot::of_names(fs.read_dir(&a).unwrap(), &attr);
         assert_eq!(snap.bytes() - names.bytes(), 50 * ATTR_BYTES);
-        assert_eq!(cache.usage().0, snap.bytes());
+        assert_eq!(cache.lock().bytes, snap.bytes());
     }
 
     #[test]
@@ -703,13 +757,13 @@ mod tests {
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
         let listed = fs.inner().read_dir(&a).unwrap();
-        let names = DirSnapshot::new(Listing::Names(listed), &attr, None);
+        let names = DirSnapshot::of_names(listed, &attr);
         // Room for its names (three quarters of the bound are for snapshots), not for its
         // attributes as well.
         let cache = cache((names.bytes() + 100 * ATTR_BYTES / 2) * 4 / 3);
         let first = cache.snapshot(fs.as_ref(), &a, &attr, Want::Attrs).unwrap();
         assert!(first.has_attrs(), "this call is answered with them");
-        assert_eq!(cache.usage(), (0, 0), "but they are not kept");
+        assert_eq!(cache.lock().map.len(), 0, "but they are not kept");
         let stats = fs.calls(Op::Stat);
         let second = cache.snapshot(fs.as_ref(), &a, &attr, Want::Attrs).unwrap();
         assert!(!second.has_attrs(), "listed by name");
