@@ -11,23 +11,25 @@ use crate::{xdr_enum, xdr_struct};
 pub const MOUNT_PROGRAM: u32 = 100005;
 pub const MOUNT_V3: u32 = 3;
 
-/// Procedure numbers.
-///
-/// ```text
-/// void      MOUNTPROC3_NULL(void)    = 0;
-/// mountres3 MOUNTPROC3_MNT(dirpath)  = 1;
-/// mountlist MOUNTPROC3_DUMP(void)    = 2;
-/// void      MOUNTPROC3_UMNT(dirpath) = 3;
-/// void      MOUNTPROC3_UMNTALL(void) = 4;
-/// exports   MOUNTPROC3_EXPORT(void)  = 5;
-/// ```
-pub mod mountproc3 {
-    pub const NULL: u32 = 0;
-    pub const MNT: u32 = 1;
-    pub const DUMP: u32 = 2;
-    pub const UMNT: u32 = 3;
-    pub const UMNTALL: u32 = 4;
-    pub const EXPORT: u32 = 5;
+crate::rpc_procedures! {
+    /// Procedure numbers, and their names.
+    ///
+    /// ```text
+    /// void      MOUNTPROC3_NULL(void)    = 0;
+    /// mountres3 MOUNTPROC3_MNT(dirpath)  = 1;
+    /// mountlist MOUNTPROC3_DUMP(void)    = 2;
+    /// void      MOUNTPROC3_UMNT(dirpath) = 3;
+    /// void      MOUNTPROC3_UMNTALL(void) = 4;
+    /// exports   MOUNTPROC3_EXPORT(void)  = 5;
+    /// ```
+    pub mod mountproc3 {
+        NULL = 0,
+        MNT = 1,
+        DUMP = 2,
+        UMNT = 3,
+        UMNTALL = 4,
+        EXPORT = 5,
+    }
 }
 
 /// `const MNTPATHLEN = 1024;  /* Maximum bytes in a path name */`
@@ -67,6 +69,24 @@ xdr_enum! {
         NameTooLong = 63,
         NotSupp = 10004,
         ServerFault = 10006,
+    }
+}
+
+impl MountStat3 {
+    /// The name RFC 1813 gives it: `MNT3_OK`, `MNT3ERR_NOENT`, ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            MountStat3::Ok => "MNT3_OK",
+            MountStat3::Perm => "MNT3ERR_PERM",
+            MountStat3::NoEnt => "MNT3ERR_NOENT",
+            MountStat3::Io => "MNT3ERR_IO",
+            MountStat3::Acces => "MNT3ERR_ACCES",
+            MountStat3::NotDir => "MNT3ERR_NOTDIR",
+            MountStat3::Inval => "MNT3ERR_INVAL",
+            MountStat3::NameTooLong => "MNT3ERR_NAMETOOLONG",
+            MountStat3::NotSupp => "MNT3ERR_NOTSUPP",
+            MountStat3::ServerFault => "MNT3ERR_SERVERFAULT",
+        }
     }
 }
 
@@ -149,6 +169,15 @@ impl XdrDecode for MountRes3 {
         match MountStat3::decode(r)? {
             MountStat3::Ok => Ok(MountRes3::Ok(MountRes3Ok::decode(r)?)),
             s => Ok(MountRes3::Fail(s)),
+        }
+    }
+}
+
+impl MountRes3 {
+    pub fn status(&self) -> MountStat3 {
+        match self {
+            MountRes3::Ok(_) => MountStat3::Ok,
+            MountRes3::Fail(s) => *s,
         }
     }
 }
@@ -239,6 +268,23 @@ mod tests {
         let fail = MountRes3::Fail(MountStat3::NoEnt);
         assert_eq!(to_bytes(&fail).len(), 4);
         assert_eq!(decode::<MountRes3>(&to_bytes(&fail)), Ok(fail));
+    }
+
+    #[test]
+    fn names_are_the_rfc_names() {
+        assert_eq!(MountStat3::Ok.name(), "MNT3_OK");
+        assert_eq!(MountStat3::ServerFault.name(), "MNT3ERR_SERVERFAULT");
+        assert_eq!(
+            MountRes3::Fail(MountStat3::Acces).status().name(),
+            "MNT3ERR_ACCES"
+        );
+        assert_eq!(
+            mountproc3::NAMES,
+            ["NULL", "MNT", "DUMP", "UMNT", "UMNTALL", "EXPORT"]
+        );
+        for (n, name) in mountproc3::NAMES.iter().enumerate() {
+            assert_eq!(mountproc3::name(n as u32), Some(*name));
+        }
     }
 
     #[test]

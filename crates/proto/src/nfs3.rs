@@ -13,30 +13,32 @@ pub const NFS_PROGRAM: u32 = 100003;
 /// `const NFS_V3 = 3;`
 pub const NFS_V3: u32 = 3;
 
-/// Procedure numbers (RFC 1813 section 3.3).
-pub mod proc3 {
-    pub const NULL: u32 = 0;
-    pub const GETATTR: u32 = 1;
-    pub const SETATTR: u32 = 2;
-    pub const LOOKUP: u32 = 3;
-    pub const ACCESS: u32 = 4;
-    pub const READLINK: u32 = 5;
-    pub const READ: u32 = 6;
-    pub const WRITE: u32 = 7;
-    pub const CREATE: u32 = 8;
-    pub const MKDIR: u32 = 9;
-    pub const SYMLINK: u32 = 10;
-    pub const MKNOD: u32 = 11;
-    pub const REMOVE: u32 = 12;
-    pub const RMDIR: u32 = 13;
-    pub const RENAME: u32 = 14;
-    pub const LINK: u32 = 15;
-    pub const READDIR: u32 = 16;
-    pub const READDIRPLUS: u32 = 17;
-    pub const FSSTAT: u32 = 18;
-    pub const FSINFO: u32 = 19;
-    pub const PATHCONF: u32 = 20;
-    pub const COMMIT: u32 = 21;
+crate::rpc_procedures! {
+    /// Procedure numbers (RFC 1813 section 3.3), and their names.
+    pub mod proc3 {
+        NULL = 0,
+        GETATTR = 1,
+        SETATTR = 2,
+        LOOKUP = 3,
+        ACCESS = 4,
+        READLINK = 5,
+        READ = 6,
+        WRITE = 7,
+        CREATE = 8,
+        MKDIR = 9,
+        SYMLINK = 10,
+        MKNOD = 11,
+        REMOVE = 12,
+        RMDIR = 13,
+        RENAME = 14,
+        LINK = 15,
+        READDIR = 16,
+        READDIRPLUS = 17,
+        FSSTAT = 18,
+        FSINFO = 19,
+        PATHCONF = 20,
+        COMMIT = 21,
+    }
 }
 
 /// `const NFS3_FHSIZE = 64;`
@@ -121,6 +123,43 @@ xdr_enum! {
         ServerFault = 10006,
         BadType = 10007,
         Jukebox = 10008,
+    }
+}
+
+impl NfsStat3 {
+    /// The name RFC 1813 gives it: `NFS3_OK`, `NFS3ERR_NOENT`, ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            NfsStat3::Ok => "NFS3_OK",
+            NfsStat3::Perm => "NFS3ERR_PERM",
+            NfsStat3::NoEnt => "NFS3ERR_NOENT",
+            NfsStat3::Io => "NFS3ERR_IO",
+            NfsStat3::NxIo => "NFS3ERR_NXIO",
+            NfsStat3::Acces => "NFS3ERR_ACCES",
+            NfsStat3::Exist => "NFS3ERR_EXIST",
+            NfsStat3::XDev => "NFS3ERR_XDEV",
+            NfsStat3::NoDev => "NFS3ERR_NODEV",
+            NfsStat3::NotDir => "NFS3ERR_NOTDIR",
+            NfsStat3::IsDir => "NFS3ERR_ISDIR",
+            NfsStat3::Inval => "NFS3ERR_INVAL",
+            NfsStat3::FBig => "NFS3ERR_FBIG",
+            NfsStat3::NoSpc => "NFS3ERR_NOSPC",
+            NfsStat3::RoFs => "NFS3ERR_ROFS",
+            NfsStat3::MLink => "NFS3ERR_MLINK",
+            NfsStat3::NameTooLong => "NFS3ERR_NAMETOOLONG",
+            NfsStat3::NotEmpty => "NFS3ERR_NOTEMPTY",
+            NfsStat3::DQuot => "NFS3ERR_DQUOT",
+            NfsStat3::Stale => "NFS3ERR_STALE",
+            NfsStat3::Remote => "NFS3ERR_REMOTE",
+            NfsStat3::BadHandle => "NFS3ERR_BADHANDLE",
+            NfsStat3::NotSync => "NFS3ERR_NOT_SYNC",
+            NfsStat3::BadCookie => "NFS3ERR_BAD_COOKIE",
+            NfsStat3::NotSupp => "NFS3ERR_NOTSUPP",
+            NfsStat3::TooSmall => "NFS3ERR_TOOSMALL",
+            NfsStat3::ServerFault => "NFS3ERR_SERVERFAULT",
+            NfsStat3::BadType => "NFS3ERR_BADTYPE",
+            NfsStat3::Jukebox => "NFS3ERR_JUKEBOX",
+        }
     }
 }
 
@@ -783,6 +822,36 @@ pub fn encode_read3_resok(
     out.put_u32(data.len() as u32);
     eof.encode(out);
     put_opaque_var(out, data);
+}
+
+/// Encode the head of a successful READ result (status included): everything up to the data's
+/// opaque length, which is `count`. The `count` bytes of data and their XDR padding follow, sent
+/// by the caller from wherever they are (a pooled buffer, a pipe) without being copied in here.
+pub fn encode_read3_resok_head(
+    out: &mut BytesMut,
+    file_attributes: &PostOpAttr,
+    count: Count3,
+    eof: bool,
+) {
+    NfsStat3::Ok.encode(out);
+    file_attributes.encode(out);
+    count.encode(out);
+    eof.encode(out);
+    count.encode(out);
+}
+
+/// The file handle that begins READ3args (RFC 1813 3.3.6: `nfs_fh3 file` first), as encoded:
+/// its length word and at most [`NFS3_FHSIZE`] bytes of it (no padding), or as much of that as
+/// `args` holds.
+/// Nothing is checked: a server can tell READs of one file apart before decoding their
+/// arguments (which may still turn out to be garbage).
+pub fn peek_read3_file(args: &[u8]) -> &[u8] {
+    let len = match args {
+        [a, b, c, d, ..] => u32::from_be_bytes([*a, *b, *c, *d]).min(NFS3_FHSIZE),
+        _ => 0,
+    };
+    let end = (4 + len as usize).min(args.len());
+    args.get(..end).unwrap_or(args)
 }
 
 /// ```text
@@ -1825,6 +1894,62 @@ mod tests {
         let mut out = BytesMut::new();
         encode_read3_resok(&mut out, &ok.file_attributes, true, b"xyz");
         assert_eq!(out, to_bytes(&Read3Res::Ok(ok)));
+    }
+
+    #[test]
+    fn read_resok_head_then_data_and_padding_is_the_whole_result() {
+        let attrs = PostOpAttr(Some(attrs()));
+        let mut whole = BytesMut::new();
+        encode_read3_resok(&mut whole, &attrs, false, b"hello");
+        let mut head = BytesMut::new();
+        encode_read3_resok_head(&mut head, &attrs, 5, false);
+        head.extend_from_slice(b"hello\0\0\0");
+        assert_eq!(head, whole);
+    }
+
+    #[test]
+    fn the_file_handle_of_read_args_is_found_without_decoding() {
+        let args = Read3Args {
+            file: NfsFh3 { data: vec![7; 10] },
+            offset: 4096,
+            count: 100,
+        };
+        let bytes = to_bytes(&args);
+        assert_eq!(peek_read3_file(&bytes), &bytes[..14]);
+        // Another offset of the same file: the same handle.
+        let later = to_bytes(&Read3Args {
+            offset: 8192,
+            ..args.clone()
+        });
+        assert_eq!(peek_read3_file(&later), peek_read3_file(&bytes));
+        // Hostile lengths: capped at NFS3_FHSIZE, and at what there is.
+        let mut huge = BytesMut::new();
+        huge.put_u32(u32::MAX);
+        huge.extend_from_slice(&[1; 100]);
+        assert_eq!(peek_read3_file(&huge).len(), 4 + 64);
+        assert_eq!(peek_read3_file(&bytes[..9]), &bytes[..9]);
+        assert_eq!(peek_read3_file(&[0, 0]), &[0, 0]);
+    }
+
+    #[test]
+    fn status_names_are_the_rfc_names() {
+        assert_eq!(NfsStat3::Ok.name(), "NFS3_OK");
+        assert_eq!(NfsStat3::NotSync.name(), "NFS3ERR_NOT_SYNC");
+        assert_eq!(NfsStat3::Jukebox.name(), "NFS3ERR_JUKEBOX");
+        for s in NfsStat3::ALL {
+            assert!(s.name().starts_with("NFS3"), "{s:?}");
+            assert_eq!(NfsStat3::ALL.get(s.index()), Some(s));
+        }
+    }
+
+    #[test]
+    fn procedure_names_are_indexed_by_number() {
+        assert_eq!(proc3::NAMES.len(), 22);
+        for (n, name) in proc3::NAMES.iter().enumerate() {
+            assert_eq!(proc3::name(n as u32), Some(*name));
+        }
+        assert_eq!(proc3::name(proc3::READDIRPLUS), Some("READDIRPLUS"));
+        assert_eq!(proc3::name(22), None);
     }
 
     #[test]

@@ -14,23 +14,25 @@ pub const IPPROTO_TCP: u32 = 6;
 /// `const IPPROTO_UDP = 17;     /* protocol number for UDP/IP */`
 pub const IPPROTO_UDP: u32 = 17;
 
-/// Procedure numbers.
-///
-/// ```text
-/// void        PMAPPROC_NULL(void)         = 0;
-/// bool        PMAPPROC_SET(mapping)       = 1;
-/// bool        PMAPPROC_UNSET(mapping)     = 2;
-/// unsigned int PMAPPROC_GETPORT(mapping)  = 3;
-/// pmaplist    PMAPPROC_DUMP(void)         = 4;
-/// call_result PMAPPROC_CALLIT(call_args)  = 5;
-/// ```
-pub mod pmapproc {
-    pub const NULL: u32 = 0;
-    pub const SET: u32 = 1;
-    pub const UNSET: u32 = 2;
-    pub const GETPORT: u32 = 3;
-    pub const DUMP: u32 = 4;
-    pub const CALLIT: u32 = 5;
+crate::rpc_procedures! {
+    /// Procedure numbers, and their names.
+    ///
+    /// ```text
+    /// void        PMAPPROC_NULL(void)         = 0;
+    /// bool        PMAPPROC_SET(mapping)       = 1;
+    /// bool        PMAPPROC_UNSET(mapping)     = 2;
+    /// unsigned int PMAPPROC_GETPORT(mapping)  = 3;
+    /// pmaplist    PMAPPROC_DUMP(void)         = 4;
+    /// call_result PMAPPROC_CALLIT(call_args)  = 5;
+    /// ```
+    pub mod pmapproc {
+        NULL = 0,
+        SET = 1,
+        UNSET = 2,
+        GETPORT = 3,
+        DUMP = 4,
+        CALLIT = 5,
+    }
 }
 
 /// Cap on DUMP entries when decoding.
@@ -117,6 +119,18 @@ xdr_struct!(CallResult {
 mod tests {
     use super::*;
     use crate::xdr::{decode, to_bytes};
+
+    #[test]
+    fn procedure_names_are_indexed_by_number() {
+        assert_eq!(
+            pmapproc::NAMES,
+            ["NULL", "SET", "UNSET", "GETPORT", "DUMP", "CALLIT"]
+        );
+        for (n, name) in pmapproc::NAMES.iter().enumerate() {
+            assert_eq!(pmapproc::name(n as u32), Some(*name));
+        }
+        assert_eq!(pmapproc::name(6), None);
+    }
 
     #[test]
     fn dump_list_round_trips() {

@@ -38,10 +38,10 @@ impl RecordDecoder {
     /// bounded by `max_record`). Call again until it returns `Ok(None)`.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Bytes>, RecordError> {
         loop {
-            let Some(hdr) = buf.get(..4) else {
+            let Some(&[a, b, c, d]) = buf.get(..4) else {
                 return Ok(None);
             };
-            let hdr = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]);
+            let hdr = u32::from_be_bytes([a, b, c, d]);
             let last = hdr & LAST_FRAGMENT != 0;
             let len = (hdr & !LAST_FRAGMENT) as usize;
             let total = self.partial.len().saturating_add(len);
@@ -112,13 +112,16 @@ pub fn start_record(out: &mut BytesMut) -> usize {
     start
 }
 
-/// Fill in the header reserved by [`start_record`] at `start`.
+/// Fill in the header reserved by [`start_record`] at `start`. A `start` that did not come from
+/// [`start_record`] on this buffer gets a wrong header, or none if it is past the end.
 ///
 /// # Panics
-/// If `start` was not returned by [`start_record`] on this buffer, or the record is over 2 GiB.
+/// If the record is over 2 GiB.
 pub fn finish_record(out: &mut BytesMut, start: usize) {
-    let len = out.len() - start - 4;
-    out[start..start + 4].copy_from_slice(&encode_record_header(len));
+    let len = out.len().saturating_sub(start).saturating_sub(4);
+    if let Some(header) = out.get_mut(start..start.saturating_add(4)) {
+        header.copy_from_slice(&encode_record_header(len));
+    }
 }
 
 #[cfg(test)]

@@ -5,6 +5,32 @@ use bytes::{BufMut, BytesMut};
 use crate::xdr::{put_opaque_var, XdrDecode, XdrEncode, XdrError, XdrReader};
 use crate::{xdr_enum, xdr_struct};
 
+/// Defines the procedure numbers of an RPC program as a module of `u32` constants, with each
+/// procedure's name as its RFC spells it (the constant's own name): `NAMES`, indexed by
+/// procedure number, and `name(procedure)`. The numbers must run from 0 with no gap (a test of
+/// each program checks it).
+#[macro_export]
+#[doc(hidden)]
+macro_rules! rpc_procedures {
+    ($(#[$meta:meta])* $vis:vis mod $module:ident { $($(#[$pmeta:meta])* $proc:ident = $num:literal),* $(,)? }) => {
+        $(#[$meta])*
+        $vis mod $module {
+            $($(#[$pmeta])* pub const $proc: u32 = $num;)*
+
+            /// Every procedure's name as the RFC spells it, indexed by procedure number.
+            pub const NAMES: [&str; [$($num),*].len()] = [$(stringify!($proc)),*];
+
+            /// The name of `procedure` as the RFC spells it, if the program defines one.
+            pub const fn name(procedure: u32) -> Option<&'static str> {
+                match procedure {
+                    $($num => Some(stringify!($proc)),)*
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
 /// The only RPC protocol version (RFC 5531 section 9).
 pub const RPC_VERSION: u32 = 2;
 
@@ -195,6 +221,32 @@ pub enum AcceptStat {
     SystemErr,
 }
 
+impl AcceptStat {
+    /// The `accept_stat` wire value.
+    pub const fn code(self) -> u32 {
+        match self {
+            AcceptStat::Success => 0,
+            AcceptStat::ProgUnavail => 1,
+            AcceptStat::ProgMismatch { .. } => 2,
+            AcceptStat::ProcUnavail => 3,
+            AcceptStat::GarbageArgs => 4,
+            AcceptStat::SystemErr => 5,
+        }
+    }
+
+    /// The name RFC 5531 gives it: `SUCCESS`, `PROG_UNAVAIL`, ...
+    pub const fn name(self) -> &'static str {
+        match self {
+            AcceptStat::Success => "SUCCESS",
+            AcceptStat::ProgUnavail => "PROG_UNAVAIL",
+            AcceptStat::ProgMismatch { .. } => "PROG_MISMATCH",
+            AcceptStat::ProcUnavail => "PROC_UNAVAIL",
+            AcceptStat::GarbageArgs => "GARBAGE_ARGS",
+            AcceptStat::SystemErr => "SYSTEM_ERR",
+        }
+    }
+}
+
 /// Why a call was refused (RFC 5531 section 9, `rejected_reply`).
 ///
 /// ```text
@@ -227,8 +279,34 @@ pub enum ReplyBody {
     Denied(RejectStat),
 }
 
+impl RejectStat {
+    /// The `reject_stat` wire value.
+    pub const fn code(self) -> u32 {
+        match self {
+            RejectStat::RpcMismatch { .. } => 0,
+            RejectStat::AuthError(_) => 1,
+        }
+    }
+
+    /// The name RFC 5531 gives it: `RPC_MISMATCH` or `AUTH_ERROR`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            RejectStat::RpcMismatch { .. } => "RPC_MISMATCH",
+            RejectStat::AuthError(_) => "AUTH_ERROR",
+        }
+    }
+}
+
 impl ReplyBody {
     pub const SUCCESS: ReplyBody = ReplyBody::Accepted(AcceptStat::Success);
+
+    /// The name RFC 5531 gives its `accept_stat` or `reject_stat`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            ReplyBody::Accepted(stat) => stat.name(),
+            ReplyBody::Denied(stat) => stat.name(),
+        }
+    }
 }
 
 /// Why a call header could not be dispatched, and what the server should do about it.
@@ -368,31 +446,21 @@ pub fn encode_reply_header(out: &mut BytesMut, xid: u32, body: &ReplyBody) {
         ReplyBody::Accepted(stat) => {
             out.put_u32(MSG_ACCEPTED);
             OpaqueAuth::none().encode(out);
-            match stat {
-                AcceptStat::Success => out.put_u32(0),
-                AcceptStat::ProgUnavail => out.put_u32(1),
-                AcceptStat::ProgMismatch { low, high } => {
-                    out.put_u32(2);
-                    out.put_u32(low);
-                    out.put_u32(high);
-                }
-                AcceptStat::ProcUnavail => out.put_u32(3),
-                AcceptStat::GarbageArgs => out.put_u32(4),
-                AcceptStat::SystemErr => out.put_u32(5),
+            out.put_u32(stat.code());
+            if let AcceptStat::ProgMismatch { low, high } = stat {
+                out.put_u32(low);
+                out.put_u32(high);
             }
         }
         ReplyBody::Denied(stat) => {
             out.put_u32(MSG_DENIED);
+            out.put_u32(stat.code());
             match stat {
                 RejectStat::RpcMismatch { low, high } => {
-                    out.put_u32(0);
                     out.put_u32(low);
                     out.put_u32(high);
                 }
-                RejectStat::AuthError(s) => {
-                    out.put_u32(1);
-                    s.encode(out);
-                }
+                RejectStat::AuthError(s) => s.encode(out),
             }
         }
     }
@@ -561,9 +629,42 @@ mod tests {
     }
 
     #[test]
+    fn reply_statuses_have_their_rfc_names() {
+        let names: Vec<_> = [
+            ReplyBody::SUCCESS,
+            ReplyBody::Accepted(AcceptStat::ProgUnavail),
+            ReplyBody::Accepted(AcceptStat::ProgMismatch { low: 3, high: 3 }),
+            ReplyBody::Accepted(AcceptStat::ProcUnavail),
+            ReplyBody::Accepted(AcceptStat::GarbageArgs),
+            ReplyBody::Accepted(AcceptStat::SystemErr),
+            ReplyBody::Denied(RejectStat::RpcMismatch { low: 2, high: 2 }),
+            ReplyBody::Denied(RejectStat::AuthError(AuthStat::TooWeak)),
+        ]
+        .iter()
+        .map(|b| b.name())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "SUCCESS",
+                "PROG_UNAVAIL",
+                "PROG_MISMATCH",
+                "PROC_UNAVAIL",
+                "GARBAGE_ARGS",
+                "SYSTEM_ERR",
+                "RPC_MISMATCH",
+                "AUTH_ERROR"
+            ]
+        );
+    }
+
+    #[test]
     fn reply_headers_round_trip() {
         let bodies = [
             ReplyBody::SUCCESS,
+            ReplyBody::Accepted(AcceptStat::ProgUnavail),
+            ReplyBody::Accepted(AcceptStat::ProcUnavail),
+            ReplyBody::Accepted(AcceptStat::SystemErr),
             ReplyBody::Accepted(AcceptStat::ProgMismatch { low: 3, high: 3 }),
             ReplyBody::Accepted(AcceptStat::GarbageArgs),
             ReplyBody::Denied(RejectStat::RpcMismatch { low: 2, high: 2 }),

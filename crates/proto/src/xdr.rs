@@ -418,6 +418,11 @@ macro_rules! xdr_enum {
             pub const fn from_u32(v: u32) -> Option<Self> {
                 match v { $($val => Some($name::$var),)* _ => None }
             }
+
+            /// Its position in [`Self::ALL`] (declaration order, not the wire value).
+            pub const fn index(self) -> usize {
+                self as usize
+            }
         }
 
         impl $crate::xdr::XdrEncode for $name {

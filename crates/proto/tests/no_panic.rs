@@ -116,6 +116,19 @@ proptest! {
         }
     }
 
+    /// The READ file-handle peek never panics, stays within the handle's cap, and finds exactly
+    /// the encoded handle (without its padding) of arguments that decode.
+    #[test]
+    fn read_file_peek_is_the_encoded_handle(b in prop_oneof![noise(), corrupt(arb::<Read3Args>())]) {
+        let peeked = peek_read3_file(&b);
+        prop_assert!(b.starts_with(peeked));
+        prop_assert!(peeked.len() <= 4 + NFS3_FHSIZE as usize);
+        if let Ok(args) = decode::<Read3Args>(&b) {
+            let handle = to_bytes(&args.file);
+            prop_assert_eq!(peeked, &handle[..4 + args.file.data.len()]);
+        }
+    }
+
     #[test]
     fn decode_reply_header_never_panics(b in prop_oneof![noise(), mangle(reply_bytes())]) {
         if let Ok((_, _, off)) = decode_reply_header(&b) {

@@ -18,9 +18,10 @@ pub(crate) struct DataBuf {
 }
 
 impl DataBuf {
-    /// The whole buffer, to read into.
-    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
-        &mut self.buf
+    /// The first `n` bytes of the buffer (all of it, if it is smaller), to read into.
+    pub(crate) fn room(&mut self, n: usize) -> &mut [u8] {
+        let n = n.min(self.buf.len());
+        self.buf.get_mut(..n).unwrap_or_default()
     }
 
     /// Mark the first `len` bytes as the data (at most the buffer's size).
@@ -29,7 +30,7 @@ impl DataBuf {
     }
 
     pub(crate) fn data(&self) -> &[u8] {
-        &self.buf[..self.len]
+        self.buf.get(..self.len).unwrap_or_default()
     }
 }
 
@@ -127,14 +128,15 @@ mod tests {
     fn buffers_are_reused_and_the_pool_is_bounded() {
         let pool = BufferPool::new(15);
         let mut a = pool.take(10);
-        a.as_mut_slice()[..3].copy_from_slice(b"abc");
+        assert_eq!(a.room(20).len(), 10, "no more than the buffer");
+        a.room(3).copy_from_slice(b"abc");
         a.set_len(3);
         assert_eq!(a.data(), b"abc");
-        let ptr = a.as_mut_slice().as_ptr();
+        let ptr = a.room(10).as_ptr();
         pool.give_back(a);
         let mut b = pool.take(5);
-        assert_eq!(b.as_mut_slice().as_ptr(), ptr, "reused");
-        assert!(b.as_mut_slice().len() >= 5);
+        assert_eq!(b.room(5).as_ptr(), ptr, "reused");
+        assert_eq!(b.room(5).len(), 5);
         assert_eq!(b.data(), b"", "no stale data is marked valid");
         let c = pool.take(5);
         let d = pool.take(5);

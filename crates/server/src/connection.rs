@@ -12,12 +12,14 @@
 //! of connections closes to admit another ([`crate::conns`]).
 use crate::config::Limits;
 use crate::conns::{Conns, Registered};
-use crate::dispatch::{self, CallCtx};
+use crate::dispatch::{self, Call, CallCtx, Peek};
 use crate::export::Export;
 use crate::outbox::{Outbox, Why};
-use crate::stall::{Join, Leader, Stalls};
+use crate::procedure::Lane;
+use crate::stall::{Join, Leader, SharedReply, Stalls};
 use bytes::{Bytes, BytesMut};
 use mountshare_proto::record::RecordDecoder;
+use mountshare_proto::rpc::CallError;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -214,8 +216,10 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
     let peek = dispatch::peek(&record);
     let deadline = tokio::time::Instant::from_std(arrived + conn.stalls.deadline);
     let procedure = peek.key.as_ref().map(|k| k.procedure);
-    let xid = peek.xid;
-    let lead = match peek.key {
+    let xid = peek.xid().unwrap_or_default();
+    let Peek { call, lane, key } = peek;
+    let is_read = lane == Lane::Data;
+    let lead = match key {
         None => None,
         Some(key) => match conn.stalls.join(key) {
             Join::Lead(lead) => Some(lead),
@@ -238,7 +242,7 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
             }
         },
     };
-    let (local, global) = if peek.is_read {
+    let (local, global) = if is_read {
         (&conn.data, &conn.global.data)
     } else {
         (&conn.meta, &conn.global.meta)
@@ -255,9 +259,8 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
     let Some(permits) = permits else { return };
     // Alone on the connection, with nothing on its way out: every permit but this call's is
     // free, and the spliced reply goes straight into the socket.
-    let zero_copy = conn.data.available_permits() + usize::from(peek.is_read)
-        == conn.per_connection
-        && conn.meta.available_permits() + usize::from(!peek.is_read) == conn.per_connection
+    let zero_copy = conn.data.available_permits() + usize::from(is_read) == conn.per_connection
+        && conn.meta.available_permits() + usize::from(!is_read) == conn.per_connection
         && conn.outbox.is_empty();
     let ctx = CallCtx {
         peer: conn.peer,
@@ -266,7 +269,7 @@ async fn run(conn: Arc<Conn>, record: Bytes, arrived: Instant, _room: OwnedSemap
     };
     let timer = lead.as_ref().map(Leader::deadline);
     let worker = conn.clone();
-    let mut work = tokio::task::spawn_blocking(move || call(record, ctx, &worker, lead));
+    let mut work = tokio::task::spawn_blocking(move || answer(call, ctx, &worker, lead));
     let Some(timer) = timer else {
         let _ = work.await;
         return;
@@ -300,7 +303,7 @@ async fn joined(
     conn: &Arc<Conn>,
     xid: u32,
     procedure: Option<u32>,
-    shared: &Bytes,
+    shared: &SharedReply,
     arrived: Instant,
 ) {
     let Some(procedure) = procedure else { return };
@@ -329,10 +332,11 @@ async fn acquire(
 /// Work on one call, on a blocking thread: file-system calls block (a FUSE read may take
 /// seconds) and never run on the executor's threads. The reply is handed to the outbox from
 /// here too, unless the call was answered JUKEBOX meanwhile: then its result goes to the retry.
-fn call(record: Bytes, ctx: CallCtx, conn: &Conn, lead: Option<Leader>) {
+fn answer(call: Result<Call, CallError>, ctx: CallCtx, conn: &Conn, lead: Option<Leader>) {
     let peer = ctx.peer;
+    let xid = call.as_ref().ok().map(|c| c.header.xid);
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        dispatch::dispatch(&conn.export, &ctx, &record)
+        dispatch::dispatch(&conn.export, &ctx, call)
     }));
     let mut reply = match outcome {
         Ok(Some(r)) => r,
@@ -340,8 +344,8 @@ fn call(record: Bytes, ctx: CallCtx, conn: &Conn, lead: Option<Leader>) {
         Err(_) => {
             // A bug, not the client's doing: tell the client, keep the connection.
             tracing::error!(%peer, "call handler panicked");
-            match dispatch::system_err(&record) {
-                Some(r) => r,
+            match xid {
+                Some(xid) => dispatch::system_err(xid),
                 None => return,
             }
         }
@@ -379,7 +383,9 @@ pub(crate) async fn serve_udp(
             zero_copy: false,
             arrived: Instant::now(),
         };
-        if let Some(reply) = dispatch::dispatch_udp_portmap(&export, &ctx, &buf[..n]) {
+        if let Some(reply) =
+            dispatch::dispatch_udp_portmap(&export, &ctx, buf.get(..n).unwrap_or_default())
+        {
             let _ = sock.send_to(&reply.to_vec(), peer).await;
         }
     }

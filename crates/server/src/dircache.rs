@@ -194,8 +194,9 @@ impl Storage {
 
     /// The name of entry `i`.
     fn name(&self, i: usize) -> &[u8] {
-        let start = if i == 0 { 0 } else { self.ends[i - 1] as usize };
-        &self.names[start..self.ends[i] as usize]
+        let end_of = |i: usize| self.ends.get(i).map_or(0, |e| *e as usize);
+        let start = i.checked_sub(1).map_or(0, end_of);
+        self.names.get(start..end_of(i)).unwrap_or_default()
     }
 
     fn clear(&mut self) {
@@ -245,7 +246,12 @@ impl Spare {
 
     /// The largest spare storage, emptied, for a listing of a size not known yet; or a new one.
     fn take_any(&mut self) -> Storage {
-        let largest = (0..self.stores.len()).max_by_key(|&i| self.stores[i].capacity());
+        let largest = self
+            .stores
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, s)| s.capacity())
+            .map(|(i, _)| i);
         largest.map_or_else(Storage::default, |i| self.remove(i))
     }
 
@@ -300,8 +306,9 @@ impl DirSnapshot {
         let mut order: Vec<u32> = (0..n as u32).collect();
         order.sort_unstable_by(|&a, &b| {
             let (a, b) = (a as usize, b as usize);
-            from.cookies[a]
-                .cmp(&from.cookies[b])
+            from.cookies
+                .get(a)
+                .cmp(&from.cookies.get(b))
                 .then_with(|| arrived.name(a).cmp(arrived.name(b)))
         });
         let attrs = if arrived.with_attrs { n } else { 0 };
@@ -311,12 +318,15 @@ impl DirSnapshot {
         };
         for i in order {
             let i = i as usize;
+            let Some(&cookie) = from.cookies.get(i) else {
+                continue;
+            };
             // Fits in a u32: the names are those that fitted as they arrived.
             store.names.extend_from_slice(from.name(i));
-            store.cookies.push(from.cookies[i]);
+            store.cookies.push(cookie);
             store.ends.push(store.names.len() as u32);
             if arrived.with_attrs {
-                store.attrs.push(from.attrs[i]);
+                store.attrs.push(from.attrs.get(i).copied().flatten());
             }
         }
         if let Some(s) = &spare {
@@ -354,7 +364,8 @@ impl DirSnapshot {
 
     /// The entries from index `from` on, as (cookie, name), in cookie order.
     pub(crate) fn entries_from(&self, from: usize) -> impl Iterator<Item = (u64, &[u8])> + '_ {
-        (from..self.len()).map(|i| (self.store.cookies[i], self.name(i)))
+        let cookies = self.store.cookies.iter().enumerate().skip(from);
+        cookies.map(|(i, cookie)| (*cookie, self.name(i)))
     }
 
     /// Every entry, as (cookie, name), in cookie order.
@@ -383,7 +394,7 @@ impl DirSnapshot {
         let cookies = &self.store.cookies;
         let from = cookies.partition_point(|c| *c < cookie);
         (from..self.len())
-            .take_while(|&i| cookies[i] == cookie)
+            .take_while(|&i| cookies.get(i) == Some(&cookie))
             .any(|i| self.name(i) == name)
     }
 

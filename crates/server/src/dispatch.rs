@@ -1,21 +1,92 @@
-//! RPC dispatch: decode the call header, check the credential, and route by program and
-//! version to the NFS, MOUNT or PORTMAP handler, which write their results into the reply.
+//! RPC dispatch: decode a call once ([`peek`]: its header and credential, which lane it takes,
+//! what makes it equal to another), then route it by program and version to its row of the
+//! program's procedure table ([`crate::procedure`]), which writes the results into the reply.
 //! Errors in the call itself get the RPC-level reply RFC 5531 prescribes; only a record that is
-//! not an RPC call at all gets no reply.
+//! not an RPC call at all gets no reply. Every reply is counted here, by the status it carries.
 use crate::auth::Creds;
 use crate::error;
 use crate::export::Export;
 use crate::metrics::Slot;
-use crate::reply::{Framed, Reply};
+use crate::procedure::{Handler, Lane, Procedure};
+use crate::reply::{Framed, Reply, SharedReply};
 use crate::stall::CallKey;
 use crate::{mount, nfs, portmap};
 use bytes::Bytes;
-use mountshare_proto::mount3::MOUNT_PROGRAM;
-use mountshare_proto::nfs3::{proc3, NFS3_FHSIZE, NFS_PROGRAM, NFS_V3};
+use mountshare_proto::mount3::{MOUNT_PROGRAM, MOUNT_V3};
+use mountshare_proto::nfs3::{peek_read3_file, NFS_PROGRAM, NFS_V3};
 use mountshare_proto::portmap::{PMAP_PROGRAM, PMAP_V2};
-use mountshare_proto::rpc::{decode_call, AcceptStat, AuthStat, RejectStat, ReplyBody};
+use mountshare_proto::rpc::{
+    decode_call, AcceptStat, AuthStat, CallError, RejectStat, ReplyBody, RpcCall,
+};
 use std::net::SocketAddr;
 use std::time::Instant;
+
+/// A program served: its number, the versions served, its `program` label in the metrics, and
+/// its procedure table.
+struct Program {
+    number: u32,
+    label: &'static str,
+    versions: &'static [u32],
+    procedures: &'static [Procedure],
+}
+
+/// Every program served, by TCP (PORTMAP also over UDP).
+static PROGRAMS: [Program; 3] = [
+    Program {
+        number: NFS_PROGRAM,
+        label: "nfs",
+        versions: &[NFS_V3],
+        procedures: &nfs::PROCEDURES,
+    },
+    // Versions 1 and 3 share every procedure's encoding except MNT, which only version 3
+    // serves (version 1's 32-byte handles cannot hold ours).
+    Program {
+        number: MOUNT_PROGRAM,
+        label: "mount",
+        versions: &[1, MOUNT_V3],
+        procedures: &mount::PROCEDURES,
+    },
+    Program {
+        number: PMAP_PROGRAM,
+        label: "portmap",
+        versions: &[PMAP_V2],
+        procedures: &portmap::PROCEDURES,
+    },
+];
+
+/// The `program` and `procedure` labels of every metrics [`Slot`], in slot order: each program's
+/// procedures, then its `other` (a procedure or version not served), then `other`/`other` (an
+/// unknown program, or a call that could not be read).
+pub(crate) fn slot_labels() -> Vec<(&'static str, &'static str)> {
+    PROGRAMS
+        .iter()
+        .flat_map(|p| {
+            let named = p.procedures.iter().map(|r| (p.label, r.name));
+            named.chain([(p.label, "other")])
+        })
+        .chain([("other", "other")])
+        .collect()
+}
+
+/// The metrics slot of a call to `prog` version `vers`, procedure `procedure`.
+fn slot(prog: u32, vers: u32, procedure: u32) -> Slot {
+    let mut base = 0;
+    for p in &PROGRAMS {
+        let n = p.procedures.len();
+        if p.number == prog {
+            let at = procedure as usize;
+            let served = p.versions.contains(&vers) && at < n;
+            return Slot(base + if served { at } else { n });
+        }
+        base += n + 1;
+    }
+    Slot(base)
+}
+
+/// The slot of calls that could not be read: `other`/`other`.
+fn unknown_slot() -> Slot {
+    slot(0, 0, 0)
+}
 
 /// What the dispatcher knows of where a call came from.
 #[derive(Debug, Clone, Copy)]
@@ -30,75 +101,88 @@ pub(crate) struct CallCtx {
     pub arrived: Instant,
 }
 
-/// Handle one record received over TCP; returns the framed reply, if one is due.
-pub(crate) fn dispatch(export: &Export, ctx: &CallCtx, record: &[u8]) -> Option<Framed> {
-    dispatch_inner(export, ctx, record, true, false)
+/// A call, decoded once: its header, its caller and its arguments.
+pub(crate) struct Call {
+    pub header: RpcCall,
+    /// The caller, if the credential's flavor is one this server accepts (AUTH_SYS, AUTH_NONE).
+    pub creds: Option<Creds>,
+    pub args: Bytes,
 }
 
-/// What the connection needs to know of a call before it is worked on: which lane it takes,
-/// and, for an NFS call that may wait on the backend, what makes it equal to another.
+/// Decode a record's call header and credential; a record that is no call we can answer is
+/// `Err`, and [`dispatch`] answers it as RFC 5531 says.
+fn decode(record: &Bytes) -> Result<Call, CallError> {
+    let (header, args_at) = decode_call(record)?;
+    let creds = Creds::from_auth(&header.cred);
+    let args = record.slice(args_at.min(record.len())..);
+    Ok(Call {
+        header,
+        creds,
+        args,
+    })
+}
+
+/// What the connection needs to know of a call before it is worked on, and the call itself.
 pub(crate) struct Peek {
-    pub xid: u32,
-    /// A READ: it takes the data lane; everything else takes the metadata lane.
-    pub is_read: bool,
-    /// Set for NFSv3 procedures that reach the backend (they have a deadline).
+    /// The decoded call (or why it is none), for [`dispatch`].
+    pub call: Result<Call, CallError>,
+    /// Which lane it waits in.
+    pub lane: Lane,
+    /// Set for a call that may wait on the backend: what makes it equal to another.
     pub key: Option<CallKey>,
 }
 
-/// Look at a call's header (nothing is worked on). Records that do not decode, and calls the
-/// deadline does not apply to, get no key: they are dispatched as they are.
-pub(crate) fn peek(record: &Bytes) -> Peek {
-    let xid = record
-        .get(..4)
-        .and_then(|b| b.try_into().ok())
-        .map_or(0, u32::from_be_bytes);
-    let none = Peek {
-        xid,
-        is_read: false,
-        key: None,
-    };
-    let Ok((call, args_at)) = decode_call(record) else {
-        return none;
-    };
-    if call.prog != NFS_PROGRAM || call.vers != NFS_V3 || !nfs::reaches_backend(call.procedure) {
-        return none;
-    }
-    let Some(creds) = Creds::from_auth(&call.cred) else {
-        return none;
-    };
-    let args = record.slice(args_at.min(record.len())..);
-    let is_read = call.procedure == proc3::READ;
-    // A READ's arguments begin with the file handle (RFC 1813 3.3.6): a length, then bytes.
-    let read_handle = is_read.then(|| {
-        let len = args
-            .get(..4)
-            .and_then(|b| b.try_into().ok())
-            .map_or(0, u32::from_be_bytes) as usize;
-        args.slice(..(4 + len.min(NFS3_FHSIZE as usize)).min(args.len()))
-    });
-    Peek {
-        xid,
-        is_read,
-        key: Some(CallKey {
-            procedure: call.procedure,
-            identity: (creds.uid, creds.gid, creds.gids),
-            args,
-            read_handle,
-        }),
+impl Peek {
+    /// The call's xid, when it could be read.
+    pub(crate) fn xid(&self) -> Option<u32> {
+        self.call.as_ref().ok().map(|c| c.header.xid)
     }
 }
 
+/// Decode a record's call once, and look at what it is (nothing is worked on). Records that do
+/// not decode, and calls that do not reach the backend, get no key: they are dispatched as they
+/// are.
+pub(crate) fn peek(record: &Bytes) -> Peek {
+    let call = decode(record);
+    let row = call.as_ref().ok().and_then(|c| {
+        let h = &c.header;
+        (h.prog == NFS_PROGRAM && h.vers == NFS_V3)
+            .then(|| nfs::PROCEDURES.get(h.procedure as usize))
+            .flatten()
+    });
+    let key = match (&call, row) {
+        (Ok(c), Some(r)) if r.reaches_backend.is_some() => c.creds.as_ref().map(|creds| CallKey {
+            procedure: c.header.procedure,
+            identity: (creds.uid, creds.gid, creds.gids.clone()),
+            args: c.args.clone(),
+            read_handle: (r.lane == Lane::Data).then(|| c.args.slice_ref(peek_read3_file(&c.args))),
+        }),
+        _ => None,
+    };
+    let lane = match (&key, row) {
+        (Some(_), Some(r)) => r.lane,
+        _ => Lane::Meta,
+    };
+    Peek { call, lane, key }
+}
+
 /// The reply to NFS call `xid` of `procedure` (arrived at `arrived`) when the backend did not
-/// answer in time.
+/// answer in time: its results failed with JUKEBOX, as its row says.
 pub(crate) fn backend_late(export: &Export, xid: u32, procedure: u32, arrived: Instant) -> Framed {
     let mut reply = Reply::new(xid, true);
-    nfs::failed(procedure, error::backend_late(), &mut reply);
+    let failed = nfs::PROCEDURES
+        .get(procedure as usize)
+        .and_then(|r| r.reaches_backend);
+    match failed {
+        Some(failed) => failed(error::backend_late(), &mut reply),
+        // Only calls that reach the backend have a deadline.
+        None => reply.fail(ReplyBody::Accepted(AcceptStat::SystemErr)),
+    }
     counted(
         export,
-        Slot::of(NFS_PROGRAM, NFS_V3, procedure),
+        slot(NFS_PROGRAM, NFS_V3, procedure),
         arrived,
         reply.finish(),
-        true,
     )
 }
 
@@ -108,30 +192,35 @@ pub(crate) fn joined(
     export: &Export,
     xid: u32,
     procedure: u32,
-    shared: &Bytes,
+    shared: &SharedReply,
     arrived: Instant,
 ) -> Framed {
-    let slot = Slot::of(NFS_PROGRAM, NFS_V3, procedure);
-    export.metrics().answered(slot, shared, arrived);
-    Framed::shared(xid, shared)
+    let slot = slot(NFS_PROGRAM, NFS_V3, procedure);
+    counted(export, slot, arrived, Framed::shared(xid, shared))
 }
 
 /// Count `reply` (to a call of `slot`) as answered, and hand it on: the one place a reply to a
 /// call is counted, by the status it carries.
-fn counted(export: &Export, slot: Slot, arrived: Instant, reply: Framed, framed: bool) -> Framed {
-    // The reply after its xid (and its record mark, over TCP).
-    let skip = if framed { 8 } else { 4 };
-    let body = reply.head.get(skip..).unwrap_or_default();
-    export.metrics().answered(slot, body, arrived);
+fn counted(export: &Export, slot: Slot, arrived: Instant, reply: Framed) -> Framed {
+    export.metrics().answered(slot, reply.outcome, arrived);
     reply
 }
 
-/// A SYSTEM_ERR reply to `record`, for when its handler failed.
-pub(crate) fn system_err(record: &[u8]) -> Option<Framed> {
-    let xid = u32::from_be_bytes(record.get(..4)?.try_into().ok()?);
+/// A SYSTEM_ERR reply to call `xid`, for when its handler failed.
+pub(crate) fn system_err(xid: u32) -> Framed {
     let mut reply = Reply::new(xid, true);
     reply.fail(ReplyBody::Accepted(AcceptStat::SystemErr));
-    Some(reply.finish())
+    reply.finish()
+}
+
+/// Answer one call received over TCP (decoded by [`peek`]); returns the framed reply, if one is
+/// due.
+pub(crate) fn dispatch(
+    export: &Export,
+    ctx: &CallCtx,
+    call: Result<Call, CallError>,
+) -> Option<Framed> {
+    dispatch_inner(export, ctx, call, true, false)
 }
 
 /// Handle one PORTMAP datagram (UDP carries no record marking, and only PORTMAP is served).
@@ -140,75 +229,104 @@ pub(crate) fn dispatch_udp_portmap(
     ctx: &CallCtx,
     datagram: &[u8],
 ) -> Option<Framed> {
-    dispatch_inner(export, ctx, datagram, false, true)
+    let call = decode(&Bytes::copy_from_slice(datagram));
+    dispatch_inner(export, ctx, call, false, true)
 }
 
 fn dispatch_inner(
     export: &Export,
     ctx: &CallCtx,
-    record: &[u8],
+    call: Result<Call, CallError>,
     framed: bool,
     portmap_only: bool,
 ) -> Option<Framed> {
-    let (call, args_at) = match decode_call(record) {
-        Ok(v) => v,
+    let call = match call {
+        Ok(call) => call,
         Err(e) => {
             tracing::debug!(peer = %ctx.peer, error = %e, "refusing call");
             let (xid, body) = e.reply()?;
             let mut reply = Reply::new(xid, framed);
             reply.fail(body);
-            return Some(counted(
-                export,
-                Slot::UNKNOWN,
-                ctx.arrived,
-                reply.finish(),
-                framed,
-            ));
+            return Some(counted(export, unknown_slot(), ctx.arrived, reply.finish()));
         }
     };
-    let args = record.get(args_at..).unwrap_or_default();
-    let slot = Slot::of(call.prog, call.vers, call.procedure);
-    let mut reply = Reply::new(call.xid, framed);
-    let Some(creds) = Creds::from_auth(&call.cred) else {
+    let h = &call.header;
+    let slot = slot(h.prog, h.vers, h.procedure);
+    let mut reply = Reply::new(h.xid, framed);
+    let Some(creds) = &call.creds else {
         reply.fail(ReplyBody::Denied(RejectStat::AuthError(AuthStat::TooWeak)));
-        return Some(counted(export, slot, ctx.arrived, reply.finish(), framed));
+        return Some(counted(export, slot, ctx.arrived, reply.finish()));
     };
     let _working = export.metrics().working();
-    let outcome = match call.prog {
-        PMAP_PROGRAM if call.vers == PMAP_V2 => {
-            portmap::call(export, call.procedure, args, &mut reply)
+    let answered = match route(h, portmap_only) {
+        Ok(row) => {
+            let handler = Handler {
+                export,
+                creds,
+                peer: ctx.peer,
+                vers: h.vers,
+                zero_copy: ctx.zero_copy,
+            };
+            (row.call)(&handler, &call.args, &mut reply)
         }
-        // rpcbind v3/v4 clients fall back to v2 on this answer.
-        PMAP_PROGRAM => Err(AcceptStat::ProgMismatch {
-            low: PMAP_V2,
-            high: PMAP_V2,
-        }),
-        _ if portmap_only => Err(AcceptStat::ProgUnavail),
-        NFS_PROGRAM if call.vers == NFS_V3 => nfs::call(
-            export,
-            &creds,
-            call.procedure,
-            args,
-            ctx.zero_copy,
-            &mut reply,
-        ),
-        NFS_PROGRAM => Err(AcceptStat::ProgMismatch {
-            low: NFS_V3,
-            high: NFS_V3,
-        }),
-        MOUNT_PROGRAM => mount::call(
-            export,
-            ctx.peer,
-            call.vers,
-            call.procedure,
-            args,
-            &mut reply,
-        ),
-        _ => Err(AcceptStat::ProgUnavail),
+        Err(stat) => Err(stat),
     };
-    if let Err(stat) = outcome {
-        tracing::debug!(peer = %ctx.peer, prog = call.prog, vers = call.vers, procedure = call.procedure, ?stat, "call not accepted");
+    if let Err(stat) = answered {
+        tracing::debug!(peer = %ctx.peer, prog = h.prog, vers = h.vers, procedure = h.procedure, ?stat, "call not accepted");
         reply.fail(ReplyBody::Accepted(stat));
     }
-    Some(counted(export, slot, ctx.arrived, reply.finish(), framed))
+    Some(counted(export, slot, ctx.arrived, reply.finish()))
+}
+
+/// The row of the procedure `call` names, or why there is none.
+fn route(call: &RpcCall, portmap_only: bool) -> Result<&'static Procedure, AcceptStat> {
+    if portmap_only && call.prog != PMAP_PROGRAM {
+        return Err(AcceptStat::ProgUnavail);
+    }
+    let program = PROGRAMS
+        .iter()
+        .find(|p| p.number == call.prog)
+        .ok_or(AcceptStat::ProgUnavail)?;
+    if !program.versions.contains(&call.vers) {
+        // rpcbind v3/v4 clients fall back to v2 on this answer.
+        let low = program.versions.iter().copied().min().unwrap_or_default();
+        let high = program.versions.iter().copied().max().unwrap_or_default();
+        return Err(AcceptStat::ProgMismatch { low, high });
+    }
+    program
+        .procedures
+        .get(call.procedure as usize)
+        .ok_or(AcceptStat::ProcUnavail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_row_is_named_by_its_rfc_at_its_number() {
+        use mountshare_proto::{mount3::mountproc3, nfs3::proc3, portmap::pmapproc};
+        let names: [&[&str]; 3] = [&proc3::NAMES, &mountproc3::NAMES, &pmapproc::NAMES];
+        for (program, names) in PROGRAMS.iter().zip(names) {
+            let rows: Vec<_> = program.procedures.iter().map(|r| r.name).collect();
+            assert_eq!(rows, names, "{}", program.label);
+        }
+    }
+
+    #[test]
+    fn slots_match_their_labels() {
+        let labels = slot_labels();
+        let label = |s: Slot| labels.get(s.0).copied();
+        assert_eq!(label(slot(NFS_PROGRAM, 3, 6)), Some(("nfs", "READ")));
+        assert_eq!(label(slot(NFS_PROGRAM, 3, 22)), Some(("nfs", "other")));
+        assert_eq!(label(slot(NFS_PROGRAM, 4, 1)), Some(("nfs", "other")));
+        assert_eq!(label(slot(MOUNT_PROGRAM, 1, 1)), Some(("mount", "MNT")));
+        assert_eq!(label(slot(MOUNT_PROGRAM, 2, 1)), Some(("mount", "other")));
+        assert_eq!(
+            label(slot(PMAP_PROGRAM, 2, 3)),
+            Some(("portmap", "GETPORT"))
+        );
+        assert_eq!(label(slot(1, 1, 1)), Some(("other", "other")));
+        assert_eq!(unknown_slot().0, labels.len() - 1);
+    }
 }

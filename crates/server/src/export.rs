@@ -48,6 +48,7 @@ impl Export {
         port: u16,
         portmap_port: Option<u16>,
         caches: &CacheLimits,
+        metrics: Metrics,
     ) -> Export {
         Export {
             backend,
@@ -65,7 +66,7 @@ impl Export {
             portmap_port,
             mounts: Mutex::new(Vec::new()),
             expected: Vec::new(),
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(metrics),
             allow: AllowList::everyone(),
             read_order: ReadOrder::default(),
         }

@@ -91,26 +91,28 @@ impl FileHandle {
     }
 
     pub fn decode(bytes: &[u8]) -> Result<FileHandle, BadHandle> {
-        if bytes.len() < 10 {
+        let too_short = || BadHandle::Length(bytes.len());
+        let [version, depth, rest @ ..] = bytes else {
+            return Err(too_short());
+        };
+        let Some((hash, components)) = rest.split_first_chunk::<8>() else {
+            return Err(too_short());
+        };
+        if *version != VERSION {
+            return Err(BadHandle::Version(*version));
+        }
+        let guided = usize::from(*depth).min(MAX_GUIDED_DEPTH);
+        if components.len() != 4 * guided {
             return Err(BadHandle::Length(bytes.len()));
         }
-        if bytes[0] != VERSION {
-            return Err(BadHandle::Version(bytes[0]));
-        }
-        let depth = bytes[1];
-        let guided = usize::from(depth).min(MAX_GUIDED_DEPTH);
-        if bytes.len() != 10 + 4 * guided {
-            return Err(BadHandle::Length(bytes.len()));
-        }
-        let mut hash = [0u8; 8];
-        hash.copy_from_slice(&bytes[2..10]);
-        let components = bytes[10..]
+        let components = components
             .chunks_exact(4)
-            .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
+            .filter_map(|c| c.try_into().ok())
+            .map(u32::from_be_bytes)
             .collect();
         Ok(FileHandle {
-            depth,
-            path_hash: u64::from_be_bytes(hash),
+            depth: *depth,
+            path_hash: u64::from_be_bytes(*hash),
             components,
         })
     }

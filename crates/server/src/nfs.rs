@@ -1,18 +1,17 @@
 //! NFS version 3 procedures (RFC 1813 section 3.3): the read side over the backend, and
 //! NFS3ERR_ROFS for every procedure that would change the tree.
-use crate::auth::Creds;
 use crate::config::MAX_READ;
-use crate::reply::{decode_args, Reply, Tail};
+use crate::procedure::{answer, void, Handler, Procedure, Run};
+use crate::reply::{decode_args, Reply, Results, Tail};
 
 use crate::dircache::{Attr3, DirSnapshot, Want};
 use crate::error::{self, nfsstat};
-use crate::export::Export;
 use crate::handle::{path_hash, FileHandle};
 use crate::splice::{Spliced, SplicedData};
 use mountshare_fs::{Attr, FileKind, RelPath, Timestamp};
 use mountshare_proto::nfs3::*;
 use mountshare_proto::rpc::AcceptStat;
-use mountshare_proto::xdr::XdrEncode;
+use mountshare_proto::xdr::{XdrDecode, XdrEncode};
 
 /// The largest READDIR/READDIRPLUS reply built, whatever the client asks.
 const MAX_DIR_REPLY: u32 = 1 << 20;
@@ -23,90 +22,97 @@ pub(crate) const COOKIE_VERIFIER: CookieVerf3 = *b"mshare01";
 const DOT_COOKIE: u64 = 1;
 const DOTDOT_COOKIE: u64 = 2;
 
-/// Run NFSv3 procedure `procedure` with XDR `args`, writing the reply into `reply`.
-pub(crate) fn call(
-    export: &Export,
-    creds: &Creds,
-    procedure: u32,
+/// The NFSv3 procedures, by number (RFC 1813 section 3.3). Every procedure that would change
+/// the tree answers NFS3ERR_ROFS, after its arguments decode.
+pub(crate) static PROCEDURES: [Procedure; proc3::NAMES.len()] = [
+    local(proc3::NULL, void),
+    backend::<GetAttr3Res>(proc3::GETATTR, |h, args, reply| {
+        answer(args, reply, |a| h.getattr(a))
+    }),
+    local(proc3::SETATTR, read_only::<SetAttr3Args, SetAttr3Res>),
+    backend::<Lookup3Res>(proc3::LOOKUP, |h, args, reply| {
+        answer(args, reply, |a| h.lookup(a))
+    }),
+    backend::<Access3Res>(proc3::ACCESS, |h, args, reply| {
+        answer(args, reply, |a| h.access(a))
+    }),
+    backend::<ReadLink3Res>(proc3::READLINK, |h, args, reply| {
+        answer(args, reply, |a| h.readlink(a))
+    }),
+    backend::<Read3Res>(proc3::READ, |h, args, reply| {
+        h.read(decode_args(args)?, reply);
+        Ok(())
+    })
+    .data_lane(),
+    local(proc3::WRITE, read_only::<Write3Args, Write3Res>),
+    local(proc3::CREATE, read_only::<Create3Args, Create3Res>),
+    local(proc3::MKDIR, read_only::<Mkdir3Args, Mkdir3Res>),
+    local(proc3::SYMLINK, read_only::<Symlink3Args, Symlink3Res>),
+    local(proc3::MKNOD, read_only::<Mknod3Args, Mknod3Res>),
+    local(proc3::REMOVE, read_only::<Remove3Args, Remove3Res>),
+    local(proc3::RMDIR, read_only::<Rmdir3Args, Rmdir3Res>),
+    local(proc3::RENAME, read_only::<Rename3Args, Rename3Res>),
+    local(proc3::LINK, read_only::<Link3Args, Link3Res>),
+    backend::<ReadDir3Res>(proc3::READDIR, |h, args, reply| {
+        let a: ReadDir3Args = decode_args(args)?;
+        reply.reserve(h.export.read_buffers(), dir_reply_room(a.count));
+        reply.results(&h.readdir(a));
+        Ok(())
+    }),
+    backend::<ReadDirPlus3Res>(proc3::READDIRPLUS, |h, args, reply| {
+        let a: ReadDirPlus3Args = decode_args(args)?;
+        reply.reserve(h.export.read_buffers(), dir_reply_room(a.maxcount));
+        reply.results(&h.readdirplus(a));
+        Ok(())
+    }),
+    backend::<FsStat3Res>(proc3::FSSTAT, |h, args, reply| {
+        answer(args, reply, |a| h.fsstat(a))
+    }),
+    backend::<FsInfo3Res>(proc3::FSINFO, |h, args, reply| {
+        answer(args, reply, |a| h.fsinfo(a))
+    }),
+    backend::<PathConf3Res>(proc3::PATHCONF, |h, args, reply| {
+        answer(args, reply, |a| h.pathconf(a))
+    }),
+    local(proc3::COMMIT, read_only::<Commit3Args, Commit3Res>),
+];
+
+/// NFSv3 procedure `number`, answered without the backend.
+const fn local(number: u32, call: Run) -> Procedure {
+    Procedure::local(&proc3::NAMES, number, call)
+}
+
+/// NFSv3 procedure `number`, which may wait on the backend; `R` is its results.
+const fn backend<R: Failure>(number: u32, call: Run) -> Procedure {
+    Procedure::backend(&proc3::NAMES, number, call, failed::<R>)
+}
+
+/// Results that can fail with a status alone (their failure arm carries only optional
+/// attributes, left out).
+trait Failure: Results {
+    fn failure(status: NfsStat3) -> Self;
+}
+
+impl<T: XdrEncode, F: XdrEncode + Default> Failure for NfsRes<T, F> {
+    fn failure(status: NfsStat3) -> Self {
+        NfsRes::Fail(status, F::default())
+    }
+}
+
+/// The results `R` failed with `status`, with no attributes.
+fn failed<R: Failure>(status: NfsStat3, reply: &mut Reply) {
+    reply.results(&R::failure(status));
+}
+
+/// A procedure that would change the tree, which is read-only: its arguments `A` are still
+/// decoded, so garbage gets GARBAGE_ARGS, then its results `R` fail with NFS3ERR_ROFS.
+fn read_only<A: XdrDecode, R: Failure>(
+    _: &Handler<'_>,
     args: &[u8],
-    zero_copy: bool,
     reply: &mut Reply,
 ) -> Result<(), AcceptStat> {
-    let h = Handler {
-        export,
-        creds,
-        zero_copy,
-    };
-    match procedure {
-        proc3::NULL => reply.success(),
-        proc3::GETATTR => reply.results(&h.getattr(decode_args(args)?)),
-        proc3::LOOKUP => reply.results(&h.lookup(decode_args(args)?)),
-        proc3::ACCESS => reply.results(&h.access(decode_args(args)?)),
-        proc3::READLINK => reply.results(&h.readlink(decode_args(args)?)),
-        proc3::READ => {
-            let a: Read3Args = decode_args(args)?;
-            h.read(a, reply);
-        }
-        proc3::READDIR => {
-            let a: ReadDir3Args = decode_args(args)?;
-            reply.reserve(export.read_buffers(), dir_reply_room(a.count));
-            reply.results(&h.readdir(a))
-        }
-        proc3::READDIRPLUS => {
-            let a: ReadDirPlus3Args = decode_args(args)?;
-            reply.reserve(export.read_buffers(), dir_reply_room(a.maxcount));
-            reply.results(&h.readdirplus(a))
-        }
-        proc3::FSSTAT => reply.results(&h.fsstat(decode_args(args)?)),
-        proc3::FSINFO => reply.results(&h.fsinfo(decode_args(args)?)),
-        proc3::PATHCONF => reply.results(&h.pathconf(decode_args(args)?)),
-        // The tree is read-only: arguments are still decoded, so garbage gets GARBAGE_ARGS.
-        proc3::SETATTR => {
-            let _: SetAttr3Args = decode_args(args)?;
-            reply.results(&SetAttr3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::WRITE => {
-            let _: Write3Args = decode_args(args)?;
-            reply.results(&Write3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::CREATE => {
-            let _: Create3Args = decode_args(args)?;
-            reply.results(&Create3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::MKDIR => {
-            let _: Mkdir3Args = decode_args(args)?;
-            reply.results(&Mkdir3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::SYMLINK => {
-            let _: Symlink3Args = decode_args(args)?;
-            reply.results(&Symlink3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::MKNOD => {
-            let _: Mknod3Args = decode_args(args)?;
-            reply.results(&Mknod3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::REMOVE => {
-            let _: Remove3Args = decode_args(args)?;
-            reply.results(&Remove3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::RMDIR => {
-            let _: Rmdir3Args = decode_args(args)?;
-            reply.results(&Rmdir3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::RENAME => {
-            let _: Rename3Args = decode_args(args)?;
-            reply.results(&Rename3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::LINK => {
-            let _: Link3Args = decode_args(args)?;
-            reply.results(&Link3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        proc3::COMMIT => {
-            let _: Commit3Args = decode_args(args)?;
-            reply.results(&Commit3Res::Fail(NfsStat3::RoFs, Default::default()))
-        }
-        _ => return Err(AcceptStat::ProcUnavail),
-    }
+    let _: A = decode_args(args)?;
+    failed::<R>(NfsStat3::RoFs, reply);
     Ok(())
 }
 
@@ -114,42 +120,6 @@ pub(crate) fn call(
 /// the RPC header and record mark before them.
 fn dir_reply_room(count: u32) -> usize {
     count.min(MAX_DIR_REPLY) as usize + 256
-}
-
-/// Whether `procedure` may wait on the backend: such calls have a deadline, after which they
-/// are answered [`error::backend_late`], and equal calls join one another (`stall`).
-pub(crate) fn reaches_backend(procedure: u32) -> bool {
-    matches!(
-        procedure,
-        proc3::GETATTR
-            | proc3::LOOKUP
-            | proc3::ACCESS
-            | proc3::READLINK
-            | proc3::READ
-            | proc3::READDIR
-            | proc3::READDIRPLUS
-            | proc3::FSSTAT
-            | proc3::FSINFO
-            | proc3::PATHCONF
-    )
-}
-
-/// The results of `procedure` (one that [`reaches_backend`]) failed with `status`, with no
-/// attributes: what is sent when the backend has not answered in time.
-pub(crate) fn failed(procedure: u32, status: NfsStat3, reply: &mut Reply) {
-    match procedure {
-        proc3::GETATTR => reply.results(&GetAttr3Res::Fail(status, ())),
-        proc3::LOOKUP => reply.results(&Lookup3Res::Fail(status, Default::default())),
-        proc3::ACCESS => reply.results(&Access3Res::Fail(status, Default::default())),
-        proc3::READLINK => reply.results(&ReadLink3Res::Fail(status, Default::default())),
-        proc3::READ => read_failed(reply, status, PostOpAttr(None)),
-        proc3::READDIR => reply.results(&ReadDir3Res::Fail(status, Default::default())),
-        proc3::READDIRPLUS => reply.results(&ReadDirPlus3Res::Fail(status, Default::default())),
-        proc3::FSSTAT => reply.results(&FsStat3Res::Fail(status, Default::default())),
-        proc3::FSINFO => reply.results(&FsInfo3Res::Fail(status, Default::default())),
-        proc3::PATHCONF => reply.results(&PathConf3Res::Fail(status, Default::default())),
-        _ => reply.results(&GetAttr3Res::Fail(status, ())),
-    }
 }
 
 fn time3(t: Timestamp) -> NfsTime3 {
@@ -192,12 +162,6 @@ pub(crate) fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
 
 fn read_failed(reply: &mut Reply, s: NfsStat3, file_attributes: PostOpAttr) {
     reply.results(&Read3Res::Fail(s, Read3ResFail { file_attributes }));
-}
-
-struct Handler<'a> {
-    export: &'a Export,
-    creds: &'a Creds,
-    zero_copy: bool,
 }
 
 /// A failure with the attributes to send along with it, when they are known.
@@ -335,10 +299,10 @@ impl Handler<'_> {
             }
         }
         let mut data = self.export.read_buffers().take(count);
-        let outcome =
-            self.export
-                .backend()
-                .read(&path, a.offset, &mut data.as_mut_slice()[..count]);
+        let outcome = self
+            .export
+            .backend()
+            .read(&path, a.offset, data.room(count));
         let outcome = match outcome {
             Ok(o) => o,
             Err(e) => return self.read_error(reply, &path, e),
@@ -375,13 +339,7 @@ impl Handler<'_> {
 
     /// READ3resok up to the opaque's length; the bytes and their padding follow as the tail.
     fn read_ok_head(&self, reply: &mut Reply, path: &RelPath, attr: &Attr, n: usize, eof: bool) {
-        reply.success();
-        let out = reply.buf();
-        NfsStat3::Ok.encode(out);
-        self.post_op(path, attr).encode(out);
-        (n as u32).encode(out);
-        eof.encode(out);
-        (n as u32).encode(out);
+        reply.read_ok(&self.post_op(path, attr), n as u32, eof);
     }
 
     /// A failed READ, with the file's attributes when a stat still finds it.
@@ -620,5 +578,78 @@ impl Handler<'_> {
             }),
             Err(s) => PathConf3Res::Fail(s, PathConf3ResFail::default()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procedure::Lane;
+    use crate::reply::Status;
+    use mountshare_proto::rpc::{decode_reply_header, ReplyBody};
+
+    /// The status at the head of `results` of `procedure`, decoded whole as a client decodes
+    /// them (a failure arm that does not decode, or bytes left over, fail the test).
+    fn decoded_status(procedure: u32, results: &[u8]) -> Option<NfsStat3> {
+        fn status<T: XdrDecode, F: XdrDecode>(b: &[u8]) -> Option<NfsStat3> {
+            let (res, len) = mountshare_proto::xdr::decode_prefix::<NfsRes<T, F>>(b).ok()?;
+            (len == b.len()).then(|| res.status())
+        }
+        match procedure {
+            proc3::GETATTR => status::<GetAttr3ResOk, ()>(results),
+            proc3::LOOKUP => status::<Lookup3ResOk, Lookup3ResFail>(results),
+            proc3::ACCESS => status::<Access3ResOk, Access3ResFail>(results),
+            proc3::READLINK => status::<ReadLink3ResOk, ReadLink3ResFail>(results),
+            proc3::READ => status::<Read3ResOk, Read3ResFail>(results),
+            proc3::READDIR => status::<ReadDir3ResOk, ReadDir3ResFail>(results),
+            proc3::READDIRPLUS => status::<ReadDirPlus3ResOk, ReadDirPlus3ResFail>(results),
+            proc3::FSSTAT => status::<FsStat3ResOk, FsStat3ResFail>(results),
+            proc3::FSINFO => status::<FsInfo3ResOk, FsInfo3ResFail>(results),
+            proc3::PATHCONF => status::<PathConf3ResOk, PathConf3ResFail>(results),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn every_row_is_named_and_fails_as_its_procedure_at_the_deadline() {
+        let mut reaching = Vec::new();
+        for (number, row) in (0u32..).zip(PROCEDURES.iter()) {
+            assert_eq!(Some(row.name), proc3::name(number));
+            let Some(failed) = row.reaches_backend else {
+                continue;
+            };
+            reaching.push(row.name);
+            for status in [NfsStat3::Jukebox, NfsStat3::Stale] {
+                let mut reply = Reply::new(9, true);
+                failed(status, &mut reply);
+                let framed = reply.finish();
+                assert_eq!(framed.outcome.status, Status::Nfs(status), "{}", row.name);
+                assert_eq!(framed.outcome.read_bytes, 0);
+                let bytes = framed.to_vec();
+                let body = bytes.get(4..).unwrap();
+                let (xid, header, at) = decode_reply_header(body).unwrap();
+                assert_eq!((xid, header), (9, ReplyBody::SUCCESS), "{}", row.name);
+                let results = body.get(at..).unwrap();
+                let decoded = decoded_status(number, results);
+                assert_eq!(decoded, Some(status), "{}", row.name);
+            }
+        }
+        assert_eq!(
+            reaching,
+            [
+                "GETATTR",
+                "LOOKUP",
+                "ACCESS",
+                "READLINK",
+                "READ",
+                "READDIR",
+                "READDIRPLUS",
+                "FSSTAT",
+                "FSINFO",
+                "PATHCONF"
+            ]
+        );
+        let data: Vec<_> = PROCEDURES.iter().filter(|r| r.lane == Lane::Data).collect();
+        assert!(matches!(data.as_slice(), [r] if r.name == "READ"));
     }
 }

@@ -65,8 +65,8 @@ impl Readiness {
     }
 
     fn record(&self, probe: Probe, failure: Option<usize>) {
-        if let Some(i) = failure {
-            self.failures[i].fetch_add(1, Ordering::Relaxed);
+        if let Some(n) = failure.and_then(|i| self.failures.get(i)) {
+            n.fetch_add(1, Ordering::Relaxed);
         }
         *self.last.lock().unwrap_or_else(|e| e.into_inner()) = probe;
     }
@@ -174,9 +174,11 @@ impl View {
             connections: self.conns.stats.snapshot(),
             caches: self.export.cache_usage(),
             ready,
-            probe_failures: std::array::from_fn(|i| {
-                self.readiness.failures[i].load(Ordering::Relaxed)
-            }),
+            probe_failures: self
+                .readiness
+                .failures
+                .each_ref()
+                .map(|n| n.load(Ordering::Relaxed)),
             probe_seconds: last.took.as_secs_f64(),
         }
     }

@@ -371,19 +371,26 @@ fn send_some(sock: &TcpStream, out: &mut Outgoing) -> std::io::Result<usize> {
     loop {
         let n = if out.sent < head_len {
             let more = tail_len + pad.len() > 0;
-            send_part(sock, &out.reply.head[out.sent..], more)?
+            send_part(
+                sock,
+                out.reply.head.get(out.sent..).unwrap_or_default(),
+                more,
+            )?
         } else if out.sent < head_len + tail_len {
             let at = out.sent - head_len;
             let more = !pad.is_empty();
             match &mut out.reply.tail {
-                Some(Tail::Buf(b)) => send_part(sock, &b.data()[at..], more)?,
-                Some(Tail::Bytes(b)) => send_part(sock, &b[at..], more)?,
+                Some(Tail::Buf(b)) => {
+                    send_part(sock, b.data().get(at..).unwrap_or_default(), more)?
+                }
+                Some(Tail::Bytes(b)) => send_part(sock, b.get(at..).unwrap_or_default(), more)?,
                 Some(Tail::Pipe(p)) => p.send_some(sock, more)?,
                 // A reply's tail is never taken before it is sent.
                 None => return Err(std::io::ErrorKind::InvalidData.into()),
             }
         } else if out.sent < head_len + tail_len + pad.len() {
-            send_part(sock, &pad[out.sent - head_len - tail_len..], false)?
+            let at = out.sent - head_len - tail_len;
+            send_part(sock, pad.get(at..).unwrap_or_default(), false)?
         } else {
             return Ok(moved);
         };

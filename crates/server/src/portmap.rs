@@ -2,44 +2,57 @@
 //! (v1, v3) over TCP are on the server's port; nothing is served over UDP, and nothing else is
 //! registered. Clients with no port options (the kernel, `mount.nfs`, the kubelet) ask here.
 use crate::export::Export;
+use crate::procedure::{unavailable, void, Handler, Procedure, Run};
 use crate::reply::{decode_args, Reply};
 use mountshare_proto::mount3::{MOUNT_PROGRAM, MOUNT_V3};
 use mountshare_proto::nfs3::{NFS_PROGRAM, NFS_V3};
 use mountshare_proto::portmap::*;
 use mountshare_proto::rpc::AcceptStat;
 
-pub(crate) fn call(
-    export: &Export,
-    procedure: u32,
-    args: &[u8],
-    reply: &mut Reply,
-) -> Result<(), AcceptStat> {
-    match procedure {
-        pmapproc::NULL => reply.success(),
-        pmapproc::GETPORT => {
-            let m: Mapping = decode_args(args)?;
-            let port = if registered(export)
-                .iter()
-                .any(|r| r.prog == m.prog && r.vers == m.vers && r.prot == m.prot)
-            {
-                if m.prog == PMAP_PROGRAM {
-                    u32::from(export.portmap_port().unwrap_or(export.port()))
-                } else {
-                    u32::from(export.port())
-                }
-            } else {
-                0
-            };
-            reply.results(&port);
+/// The PORTMAP procedures, by number (RFC 1833 section 3.2). CALLIT is not served.
+pub(crate) static PROCEDURES: [Procedure; pmapproc::NAMES.len()] = [
+    local(pmapproc::NULL, void),
+    local(pmapproc::SET, refuse_registration),
+    local(pmapproc::UNSET, refuse_registration),
+    local(pmapproc::GETPORT, getport),
+    local(pmapproc::DUMP, dump),
+    local(pmapproc::CALLIT, unavailable),
+];
+
+/// PORTMAP procedure `number`.
+const fn local(number: u32, call: Run) -> Procedure {
+    Procedure::local(&pmapproc::NAMES, number, call)
+}
+
+fn getport(h: &Handler<'_>, args: &[u8], reply: &mut Reply) -> Result<(), AcceptStat> {
+    let m: Mapping = decode_args(args)?;
+    let export = h.export;
+    let port = if registered(export)
+        .iter()
+        .any(|r| r.prog == m.prog && r.vers == m.vers && r.prot == m.prot)
+    {
+        if m.prog == PMAP_PROGRAM {
+            u32::from(export.portmap_port().unwrap_or(export.port()))
+        } else {
+            u32::from(export.port())
         }
-        pmapproc::DUMP => reply.results(&PmapList(registered(export))),
-        // Registrations are not accepted from anyone: answer "false" as a portmapper does.
-        pmapproc::SET | pmapproc::UNSET => {
-            let _: Mapping = decode_args(args)?;
-            reply.results(&false);
-        }
-        _ => return Err(AcceptStat::ProcUnavail),
-    }
+    } else {
+        0
+    };
+    reply.results(&port);
+    Ok(())
+}
+
+fn dump(h: &Handler<'_>, _: &[u8], reply: &mut Reply) -> Result<(), AcceptStat> {
+    reply.results(&PmapList(registered(h.export)));
+    Ok(())
+}
+
+/// SET and UNSET: registrations are not accepted from anyone; answer "false" as a portmapper
+/// does.
+fn refuse_registration(_: &Handler<'_>, args: &[u8], reply: &mut Reply) -> Result<(), AcceptStat> {
+    let _: Mapping = decode_args(args)?;
+    reply.results(&false);
     Ok(())
 }
 

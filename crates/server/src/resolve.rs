@@ -90,25 +90,28 @@ impl HandleCache {
         let bytes = path.as_bytes();
         let hash = path_hash(path);
         let mut g = self.lock();
-        if g[0].path(hash) == Some(bytes) {
+        let [young, old] = &mut *g;
+        if young.path(hash) == Some(bytes) {
             return;
         }
-        if g[0].bytes() + bytes.len() + HANDLE_OVERHEAD > self.max_bytes / 2 && !g[0].map.is_empty()
+        if young.bytes() + bytes.len() + HANDLE_OVERHEAD > self.max_bytes / 2
+            && !young.map.is_empty()
         {
-            g.swap(0, 1);
-            g[0].clear();
+            std::mem::swap(young, old);
+            young.clear();
         }
-        g[0].insert(hash, bytes);
+        young.insert(hash, bytes);
     }
 
     fn get(&self, fh: &FileHandle) -> Option<RelPath> {
         let g = self.lock();
-        if let Some(p) = g[0].path(fh.path_hash) {
+        let [young, old] = &*g;
+        if let Some(p) = young.path(fh.path_hash) {
             // The common case on every call: no write to the map.
             return RelPath::from_bytes(p).ok().filter(|p| fh.matches(p));
         }
         // Seen before the last turnover: promote it, so it survives the next one.
-        let path = RelPath::from_bytes(g[1].path(fh.path_hash)?)
+        let path = RelPath::from_bytes(old.path(fh.path_hash)?)
             .ok()
             .filter(|p| fh.matches(p))?;
         drop(g);
@@ -118,8 +121,8 @@ impl HandleCache {
 
     /// Bytes and entries held now.
     pub(crate) fn usage(&self) -> (usize, usize) {
-        let g = self.lock();
-        (g[0].bytes() + g[1].bytes(), g[0].map.len() + g[1].map.len())
+        let [young, old] = &*self.lock();
+        (young.bytes() + old.bytes(), young.map.len() + old.map.len())
     }
 
     pub(crate) fn max_bytes(&self) -> usize {

@@ -6,7 +6,9 @@ use crate::allow::AllowList;
 use crate::config::{HealthConfig, Limits, ServerConfig};
 use crate::connection::{self, Lanes, Shared};
 use crate::conns::{Conns, Every10s};
+use crate::dispatch;
 use crate::export::Export;
+use crate::metrics::Metrics;
 use crate::observe::{self, Observer, View};
 use crate::stall::Stalls;
 use mountshare_fs::Backend;
@@ -85,6 +87,7 @@ impl Server {
                 local_addr.port(),
                 config.portmap_listen.map(|a| a.port()),
                 &config.caches,
+                Metrics::new(dispatch::slot_labels()),
             )
             .expect(config.expect)
             .allow(config.allow.clone()),

@@ -74,7 +74,7 @@ impl SplicedData {
         let mut out = vec![0; pipe.pending];
         let mut at = 0;
         while at < out.len() {
-            match rustix::io::read(&pipe.read, &mut out[at..]) {
+            match rustix::io::read(&pipe.read, out.get_mut(at..).unwrap_or_default()) {
                 Ok(0) => break,
                 Ok(n) => at += n,
                 Err(rustix::io::Errno::INTR) => {}

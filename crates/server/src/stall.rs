@@ -13,6 +13,7 @@
 //!   rather than becoming stuck too; once `max_stuck` calls are stuck, every new backend call is.
 //!
 //! Nothing here blocks: waiting is the connection's business (async), working the call's.
+pub(crate) use crate::reply::SharedReply;
 use crate::throttle::Throttle;
 use bytes::Bytes;
 use std::collections::{HashMap, VecDeque};
@@ -39,9 +40,6 @@ pub(crate) struct CallKey {
     /// The READ's file handle, for the rule that a file with a stuck READ gets no other.
     pub read_handle: Option<Bytes>,
 }
-
-/// A reply without its record mark and xid: what a joined call sends under its own xid.
-pub(crate) type SharedReply = Bytes;
 
 type Published = watch::Sender<Option<SharedReply>>;
 
@@ -240,7 +238,7 @@ impl Leader {
             return true;
         }
         let reply = share();
-        let len = reply.len();
+        let len = reply.bytes.len();
         self.tx.send_replace(Some(reply));
         let mut t = self.stalls.lock();
         if let Some(entry) = t.calls.get_mut(&key) {
@@ -335,6 +333,21 @@ mod tests {
         }
     }
 
+    /// A reply `bytes` that says NFS3_OK and sent `bytes` of a file.
+    fn shared(bytes: &'static [u8]) -> SharedReply {
+        SharedReply {
+            bytes: Bytes::from_static(bytes),
+            outcome: crate::reply::Outcome {
+                status: crate::reply::Status::Nfs(mountshare_proto::nfs3::NfsStat3::Ok),
+                read_bytes: bytes.len() as u64,
+            },
+        }
+    }
+
+    fn bytes_of(r: &Option<SharedReply>) -> Option<&[u8]> {
+        r.as_ref().map(|r| &r.bytes[..])
+    }
+
     fn lead(s: &Arc<Stalls>, k: CallKey) -> Leader {
         match s.join(k) {
             Join::Lead(l) => l,
@@ -354,14 +367,15 @@ mod tests {
         let Join::Wait(mut rx) = s.join(key(b"a", true)) else {
             panic!("the retry joins")
         };
-        assert!(
-            !first.complete(|| Bytes::from_static(b"data")),
-            "answered already"
-        );
-        assert_eq!(rx.borrow_and_update().as_deref(), Some(&b"data"[..]));
+        assert!(!first.complete(|| shared(b"data")), "answered already");
+        assert_eq!(bytes_of(&rx.borrow_and_update()), Some(&b"data"[..]));
         assert_eq!(s.stats().stuck_now, 0);
-        // A later retry takes the kept result; the file is no longer refused.
-        assert!(matches!(s.join(key(b"a", true)), Join::Ready(r) if &r[..] == b"data"));
+        // A later retry takes the kept result, and what it says; the file is no longer refused.
+        let Join::Ready(kept) = s.join(key(b"a", true)) else {
+            panic!("the late result is kept for the retry")
+        };
+        assert_eq!(&kept.bytes[..], b"data");
+        assert_eq!(kept.outcome, shared(b"data").outcome);
         let _ = lead(&s, key(b"b", true));
     }
 
@@ -376,8 +390,8 @@ mod tests {
         let Join::Wait(mut rx) = s.join(key(b"a", false)) else {
             panic!("joins the running call")
         };
-        assert!(second.complete(|| Bytes::from_static(b"r")));
-        assert_eq!(rx.borrow_and_update().as_deref(), Some(&b"r"[..]));
+        assert!(second.complete(|| shared(b"r")));
+        assert_eq!(bytes_of(&rx.borrow_and_update()), Some(&b"r"[..]));
         let _ = lead(&s, key(b"a", false));
         assert_eq!(s.stats().stuck_now, 0);
     }
