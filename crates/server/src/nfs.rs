@@ -8,7 +8,7 @@ use crate::dircache::{Attr3, DirSnapshot, Want};
 use crate::error::{self, nfsstat};
 use crate::handle::{path_hash, FileHandle};
 use crate::splice::{Spliced, SplicedData};
-use mountshare_fs::{Attr, FileKind, RelPath, Timestamp};
+use mountshare_fs::{Attr, FileKind, RelPath};
 use mountshare_proto::nfs3::*;
 use mountshare_proto::rpc::AcceptStat;
 use mountshare_proto::xdr::{XdrDecode, XdrEncode};
@@ -122,42 +122,10 @@ fn dir_reply_room(count: u32) -> usize {
     count.min(MAX_DIR_REPLY) as usize + 256
 }
 
-fn time3(t: Timestamp) -> NfsTime3 {
-    NfsTime3 {
-        seconds: t.seconds.clamp(0, i64::from(u32::MAX)) as u32,
-        nseconds: t.nanos,
-    }
-}
-
 /// The `fattr3` of `path`. The fileid is the path hash, not the host inode: it must be the same
 /// after a restart and on another server, where inode numbers (of a FUSE tree especially) differ.
 pub(crate) fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
-    Fattr3 {
-        ftype: match a.kind {
-            FileKind::Regular => Ftype3::Reg,
-            FileKind::Directory => Ftype3::Dir,
-            FileKind::Symlink => Ftype3::Lnk,
-            FileKind::BlockDevice => Ftype3::Blk,
-            FileKind::CharDevice => Ftype3::Chr,
-            FileKind::Fifo => Ftype3::Fifo,
-            FileKind::Socket => Ftype3::Sock,
-        },
-        mode: a.mode,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        size: a.size,
-        used: a.used,
-        rdev: SpecData3 {
-            specdata1: a.rdev.0,
-            specdata2: a.rdev.1,
-        },
-        fsid,
-        fileid: path_hash(path),
-        atime: time3(a.atime),
-        mtime: time3(a.mtime),
-        ctime: time3(a.ctime),
-    }
+    Attr3::new(a).fattr3(fsid, path_hash(path))
 }
 
 fn read_failed(reply: &mut Reply, s: NfsStat3, file_attributes: PostOpAttr) {
