@@ -13,17 +13,25 @@
 //! fs.release(Op::Stat);                                      // then all go on
 //! ```
 //!
+//! A listing with attributes ([`Backend::read_dir_plus`]) is a listing ([`Op::ReadDir`]) and a
+//! stat of each entry ([`Op::Stat`]): the wrapped backend lists, and the faults of both
+//! operations apply (and both count), so a test fails or holds "the stat of `file`" the same
+//! way whichever of the two the code under test uses.
+//!
 //! Each operation has its own list of faults; a call gets the first one whose path filter
 //! matches and that has calls left, and a fault is dropped once its calls are used up. Waiting
 //! is on a condition variable: nothing polls or sleeps, except a [`Fault::delay`] itself.
-use crate::{Attr, Backend, DirEntryName, FsError, FsStats, ReadOutcome, RelPath};
+use crate::{
+    Attr, Backend, Capabilities, DirEntryName, DirSink, FsError, FsStats, ReadOutcome, RelPath,
+};
 use std::fmt;
 use std::fs::File;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The operations of a [`Backend`].
+/// The operations of a [`Backend`]. [`Backend::read_dir_plus`] is [`Op::ReadDir`] and an
+/// [`Op::Stat`] per entry; [`Backend::capabilities`] is passed along as it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Op {
     Stat,
@@ -331,6 +339,28 @@ impl<B: Backend> Drop for Inside<'_, B> {
     }
 }
 
+/// The entries of a listing with attributes on their way out of a [`FaultFs`]: each is a stat
+/// of its path, which the faults of [`Op::Stat`] catch.
+struct StatEach<'a, B: Backend> {
+    fs: &'a FaultFs<B>,
+    dir: &'a RelPath,
+    out: &'a mut dyn DirSink,
+}
+
+impl<B: Backend> DirSink for StatEach<'_, B> {
+    fn entry(&mut self, name: &[u8], attr: Option<Attr>) {
+        // A name that is no path (too long) has no attributes to take away.
+        let attr = match self.dir.join(name) {
+            Ok(child) => {
+                let (_inside, caught) = self.fs.enter(Op::Stat, &child);
+                attr.filter(|_| caught.is_ok())
+            }
+            Err(_) => attr,
+        };
+        self.out.entry(name, attr);
+    }
+}
+
 /// Releases every operation of a [`FaultFs`] when dropped ([`FaultFs::releaser`]).
 pub struct Releaser<'a, B: Backend>(&'a FaultFs<B>);
 
@@ -349,6 +379,17 @@ impl<B: Backend> Backend for FaultFs<B> {
         self.call(Op::ReadDir, path, || self.inner.read_dir(path))
     }
 
+    fn read_dir_plus(&self, path: &RelPath, out: &mut dyn DirSink) -> Result<(), FsError> {
+        let mut stats = StatEach {
+            fs: self,
+            dir: path,
+            out,
+        };
+        self.call(Op::ReadDir, path, || {
+            self.inner.read_dir_plus(path, &mut stats)
+        })
+    }
+
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, FsError> {
         self.call(Op::ReadLink, path, || self.inner.read_link(path))
     }
@@ -361,8 +402,8 @@ impl<B: Backend> Backend for FaultFs<B> {
         self.call(Op::Statfs, &RelPath::root(), || self.inner.statfs())
     }
 
-    fn reads_in_order(&self) -> bool {
-        self.inner.reads_in_order()
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
     }
 
     fn open_file(&self, path: &RelPath) -> Option<Result<Arc<File>, FsError>> {
@@ -490,6 +531,25 @@ mod tests {
         );
         assert!(start.elapsed() >= by);
         assert_eq!(fs.calls(Op::ReadLink), 1);
+    }
+
+    #[test]
+    fn a_listing_with_attributes_is_a_listing_and_a_stat_of_each_entry() {
+        let (_t, fs) = tree();
+        fs.inject(Op::Stat, Fault::fail(Errno::IO).at(&p("b")));
+        let mut entries: Vec<crate::DirEntryPlus> = Vec::new();
+        fs.read_dir_plus(&RelPath::root(), &mut entries).unwrap();
+        entries.sort_by(|x, y| x.name.cmp(&y.name));
+        assert_eq!(entries[0].name, b"a");
+        assert_eq!(entries[0].attr.as_ref().map(|a| a.size), Some(4));
+        assert_eq!(entries[1].name, b"b");
+        assert_eq!(
+            entries[1].attr, None,
+            "its stat fails, so it has no attributes"
+        );
+        assert_eq!((fs.calls(Op::ReadDir), fs.calls(Op::Stat)), (1, 2));
+        fs.inject(Op::ReadDir, Fault::fail(Errno::IO).times(1));
+        assert!(fs.read_dir_plus(&RelPath::root(), &mut entries).is_err());
     }
 
     #[test]

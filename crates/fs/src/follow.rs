@@ -19,7 +19,8 @@
 //! when to look again.
 
 use crate::{
-    Attr, Backend, DirEntryName, FsError, FsStats, LocalFs, LocalFsOptions, ReadOutcome, RelPath,
+    Attr, Backend, Capabilities, DirEntryName, DirSink, FsError, FsStats, LocalFs, LocalFsOptions,
+    ReadOutcome, RelPath,
 };
 use mountshare_mounts::mountinfo::MountTable;
 use std::path::{Path, PathBuf};
@@ -210,21 +211,26 @@ pub fn locate(source: &Source, dir: &Path) -> Result<Option<Found>, LocateError>
     }
 }
 
-/// The backend the server holds: the open FUSE tree, replaced when the mount changes, or none
-/// while it is away (calls then fail with ENOTCONN, as with a dead FUSE daemon, which the server
-/// answers NFS3ERR_JUKEBOX: clients wait and retry; handles stay valid).
+/// The backend the server holds when what it serves may change under it: any backend, replaced
+/// by [`Swappable::set`] (the [`Follower`] sets the FUSE tree it found, again when the mount
+/// changes), or none while it is away (calls then fail with ENOTCONN, as with a dead FUSE
+/// daemon, which the server answers NFS3ERR_JUKEBOX: clients wait and retry; handles stay
+/// valid).
+///
+/// Every call goes to the backend current at that moment, and so do its
+/// [`Backend::capabilities`]: nothing of the one before is kept.
 #[derive(Default)]
 pub struct Swappable {
-    current: RwLock<Option<Arc<LocalFs>>>,
+    current: RwLock<Option<Arc<dyn Backend>>>,
 }
 
 impl Swappable {
-    /// Serve `fs` from now on; `None`: fail every call until the next `set`.
-    pub fn set(&self, fs: Option<LocalFs>) {
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = fs.map(Arc::new);
+    /// Serve `backend` from now on; `None`: fail every call until the next `set`.
+    pub fn set(&self, backend: Option<Arc<dyn Backend>>) {
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = backend;
     }
 
-    fn get(&self) -> Result<Arc<LocalFs>, FsError> {
+    fn get(&self) -> Result<Arc<dyn Backend>, FsError> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -240,6 +246,9 @@ impl Backend for Swappable {
     fn read_dir(&self, path: &RelPath) -> Result<Vec<DirEntryName>, FsError> {
         self.get()?.read_dir(path)
     }
+    fn read_dir_plus(&self, path: &RelPath, out: &mut dyn DirSink) -> Result<(), FsError> {
+        self.get()?.read_dir_plus(path, out)
+    }
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, FsError> {
         self.get()?.read_link(path)
     }
@@ -249,15 +258,15 @@ impl Backend for Swappable {
     fn statfs(&self) -> Result<FsStats, FsError> {
         self.get()?.statfs()
     }
-    fn reads_in_order(&self) -> bool {
-        self.get().is_ok_and(|fs| fs.reads_in_order())
-    }
-    // Forwarded, or READ would never take the zero-copy path under a followed mount.
     fn open_file(&self, path: &RelPath) -> Option<Result<Arc<std::fs::File>, FsError>> {
         match self.get() {
             Ok(fs) => fs.open_file(path),
             Err(e) => Some(Err(e)),
         }
+    }
+    /// Nothing served: nothing asked (the calls fail anyway).
+    fn capabilities(&self) -> Capabilities {
+        self.get().map(|fs| fs.capabilities()).unwrap_or_default()
     }
 }
 
@@ -368,7 +377,7 @@ impl Follower {
             Some(found) if self.covered.contains(&found.mount_id) => self.gone(),
             Some(found) => match found.open_with(self.options.clone()) {
                 Ok(fs) => {
-                    self.backend.set(Some(fs));
+                    self.backend.set(Some(Arc::new(fs)));
                     self.covered = stack
                         .into_iter()
                         .filter(|&id| id != found.mount_id)
@@ -414,7 +423,7 @@ impl Follower {
         };
         Ok(match found.open_with(self.options.clone()) {
             Ok(fs) => {
-                self.backend.set(Some(fs));
+                self.backend.set(Some(Arc::new(fs)));
                 self.plain = true;
                 Change::Directory
             }
@@ -492,10 +501,70 @@ mod tests {
             matches!(swappable.open_file(&path), Some(Err(_))),
             "nothing served: the call fails, as every other"
         );
-        swappable.set(Some(LocalFs::open(t.path()).unwrap()));
+        swappable.set(Some(Arc::new(LocalFs::open(t.path()).unwrap())));
         // `None` would make every READ copy: zero-copy lost under --run and --from-process.
         let file = swappable.open_file(&path).expect("an open file is offered");
         assert_eq!(file.unwrap().metadata().unwrap().len(), 4);
+    }
+
+    /// A backend that only answers `capabilities`.
+    struct Asks(Capabilities);
+
+    impl Backend for Asks {
+        fn stat(&self, _: &RelPath) -> Result<Attr, FsError> {
+            Err(rustix::io::Errno::IO.into())
+        }
+        fn read_dir(&self, _: &RelPath) -> Result<Vec<DirEntryName>, FsError> {
+            Err(rustix::io::Errno::IO.into())
+        }
+        fn read_dir_plus(&self, _: &RelPath, _: &mut dyn DirSink) -> Result<(), FsError> {
+            Err(rustix::io::Errno::IO.into())
+        }
+        fn read_link(&self, _: &RelPath) -> Result<Vec<u8>, FsError> {
+            Err(rustix::io::Errno::IO.into())
+        }
+        fn read(&self, _: &RelPath, _: u64, _: &mut [u8]) -> Result<ReadOutcome, FsError> {
+            Err(rustix::io::Errno::IO.into())
+        }
+        fn statfs(&self) -> Result<FsStats, FsError> {
+            Err(rustix::io::Errno::IO.into())
+        }
+        fn open_file(&self, _: &RelPath) -> Option<Result<Arc<std::fs::File>, FsError>> {
+            None
+        }
+        fn capabilities(&self) -> Capabilities {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_followed_backend_asks_what_the_one_it_serves_asks() {
+        let swappable = Swappable::default();
+        assert_eq!(swappable.capabilities(), Capabilities::default());
+        let in_order = Capabilities {
+            reads_in_order: true,
+        };
+        swappable.set(Some(Arc::new(Asks(in_order))));
+        assert_eq!(swappable.capabilities(), in_order);
+        swappable.set(Some(Arc::new(Asks(Capabilities::default()))));
+        assert_eq!(swappable.capabilities(), Capabilities::default());
+    }
+
+    #[test]
+    fn the_followed_backend_lists_with_attributes() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("f"), b"data").unwrap();
+        let swappable = Swappable::default();
+        let mut entries: Vec<crate::DirEntryPlus> = Vec::new();
+        assert!(swappable
+            .read_dir_plus(&RelPath::root(), &mut entries)
+            .is_err());
+        swappable.set(Some(Arc::new(LocalFs::open(t.path()).unwrap())));
+        swappable
+            .read_dir_plus(&RelPath::root(), &mut entries)
+            .unwrap();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].attr.as_ref().map(|a| a.size), Some(4));
     }
 
     #[test]

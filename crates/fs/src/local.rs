@@ -4,11 +4,21 @@
 //! `RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS`: the kernel refuses any
 //! resolution that would leave the root or follow a symlink, whatever the tree does between our
 //! checks. Symlinks themselves are only ever read with `readlinkat`, never followed.
+//!
+//! The one exception to a path from the root: a listing with attributes stats each entry with
+//! `fstatat(dir, name, AT_SYMLINK_NOFOLLOW)` relative to the directory it has just opened that
+//! way. A name read from the directory is a single component (never `.` or `..`, which are
+//! skipped, and never holding a `/`), and a final symlink is not followed, so it names an
+//! entry of that directory and nothing else.
 use crate::open_files::{Cached, OpenFileCache};
-use crate::{Attr, Backend, DirEntryName, FileKind, FsError, FsStats, ReadOutcome, RelPath};
-use rustix::fs::{Mode, OFlags, ResolveFlags};
+use crate::{
+    Attr, Backend, Capabilities, DirEntryName, DirSink, FileKind, FsError, FsStats, ReadOutcome,
+    RelPath,
+};
+use rustix::fs::{AtFlags, Mode, OFlags, ResolveFlags};
+use std::ffi::CStr;
 use std::fs::File;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -127,6 +137,27 @@ impl LocalFs {
         Ok((Arc::new(File::from(fd)), attr))
     }
 
+    /// Call `each` with the directory's descriptor and every name in it but `.` and `..`.
+    fn each_entry(
+        &self,
+        path: &RelPath,
+        mut each: impl FnMut(BorrowedFd<'_>, &CStr),
+    ) -> Result<(), FsError> {
+        let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
+        // A second descriptor of the same open directory: the listing reads through one while
+        // `each` may stat beside the other.
+        let mut dir = rustix::fs::Dir::new(rustix::io::dup(&fd)?)?;
+        while let Some(entry) = dir.read() {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
+            }
+            each(fd.as_fd(), name);
+        }
+        Ok(())
+    }
+
     fn cached_file(&self, path: &RelPath) -> Result<Arc<File>, FsError> {
         match self.open_files.get(path) {
             Cached::Fresh(f) => return Ok(f),
@@ -170,18 +201,20 @@ impl Backend for LocalFs {
     }
 
     fn read_dir(&self, path: &RelPath) -> Result<Vec<DirEntryName>, FsError> {
-        let fd = self.open_beneath(path, OFlags::RDONLY | OFlags::DIRECTORY)?;
-        let mut dir = rustix::fs::Dir::new(fd)?;
         let mut names = Vec::new();
-        while let Some(entry) = dir.read() {
-            let entry = entry?;
-            let name = entry.file_name().to_bytes();
-            if name == b"." || name == b".." {
-                continue;
-            }
-            names.push(name.to_vec());
-        }
+        self.each_entry(path, |_, name| names.push(name.to_bytes().to_vec()))?;
         Ok(names)
+    }
+
+    /// One pass over the directory: each name is stat'ed beside the directory's descriptor as
+    /// it is read (see the module's note on why that cannot leave the directory).
+    fn read_dir_plus(&self, path: &RelPath, out: &mut dyn DirSink) -> Result<(), FsError> {
+        self.each_entry(path, |dir, name| {
+            let attr = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                .ok()
+                .map(|st| Attr::from_stat(&st));
+            out.entry(name.to_bytes(), attr);
+        })
     }
 
     fn read_link(&self, path: &RelPath) -> Result<Vec<u8>, FsError> {
@@ -215,8 +248,10 @@ impl Backend for LocalFs {
         Some(self.cached_file(path))
     }
 
-    fn reads_in_order(&self) -> bool {
-        self.in_order
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            reads_in_order: self.in_order,
+        }
     }
 
     fn statfs(&self) -> Result<FsStats, FsError> {
@@ -293,6 +328,37 @@ mod tests {
         assert!(fs.read(&p("dir/rel-link"), 0, &mut buf).is_err());
         assert!(fs.read_dir(&p("escape-dir")).is_err());
         assert!(fs.stat(&p("escape-dir/secret")).is_err());
+    }
+
+    #[test]
+    fn a_listing_with_attributes_gives_what_stat_gives_and_follows_no_symlink() {
+        let (t, fs) = tree();
+        let plus = |dir: &RelPath| {
+            let mut v: Vec<crate::DirEntryPlus> = Vec::new();
+            fs.read_dir_plus(dir, &mut v).map(|()| v)
+        };
+        for dir in [RelPath::root(), p("dir")] {
+            let mut fast = plus(&dir).unwrap();
+            fast.sort_by(|a, b| a.name.cmp(&b.name));
+            let mut slow = Vec::new();
+            crate::list_then_stat(&fs, &dir, &mut slow).unwrap();
+            slow.sort_by(|a, b| a.name.cmp(&b.name));
+            assert_eq!(fast, slow, "{dir:?}");
+            assert!(fast.iter().all(|e| e.attr.is_some()));
+        }
+        let root = plus(&RelPath::root()).unwrap();
+        let kind = |name: &[u8]| {
+            let e = root.iter().find(|e| e.name == name).unwrap();
+            e.attr.as_ref().unwrap().kind
+        };
+        // The links' own attributes, not those of what they point at outside the root.
+        assert_eq!(kind(b"escape-dir"), FileKind::Symlink);
+        assert_eq!(kind(b"escape-file"), FileKind::Symlink);
+        assert_eq!(kind(b"dir"), FileKind::Directory);
+        assert!(plus(&p("escape-dir")).is_err());
+        assert!(plus(&p("dir/rel-link")).is_err());
+        std::fs::remove_dir_all(t.path().join("dir")).unwrap();
+        assert!(plus(&p("dir")).is_err());
     }
 
     #[test]

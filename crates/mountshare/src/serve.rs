@@ -1,6 +1,9 @@
 //! `mountshare serve`: run the NFSv3 server over a directory until SIGTERM.
 //!
-//! The mount at DIR is followed in every mode (`mountshare_fs::follow`): when it is replaced (a
+//! [`tree`] turns the command line into the backend to serve, and what keeps it current; the
+//! rest (the server, health, signals, the child) is the same whatever the backend.
+//!
+//! The mount at DIR is followed in every mode that serves a DIR (`mountshare_fs::follow`): when it is replaced (a
 //! FUSE daemon that restarted and mounted again), the new one is served from the next check on,
 //! and when it goes away, what it covered is never served in its place. With `--run -- COMMAND`
 //! or `--from-process NAME|PID`, DIR is a FUSE tree that another process mounts, served from the
@@ -9,13 +12,14 @@
 
 use crate::supervise::{exit_code, Child, Event, Signals};
 use anyhow::{bail, Context};
-use mountshare_fs::follow::{Accept, Change, Follower, Selector, Source};
-use mountshare_fs::LocalFsOptions;
+use mountshare_fs::follow::{Accept, Change, Follower, LocateError, Selector, Source};
+use mountshare_fs::{Backend, LocalFsOptions};
 use mountshare_server::{CacheLimits, Server, ServerConfig};
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Component, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
@@ -256,34 +260,130 @@ fn runtime(config: &ServerConfig) -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the async runtime")
 }
 
-pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
-    crate::init_logging();
-    let fuse_only = args.run || args.from_process.is_some();
-    let source = match &args.from_process {
-        Some(text) => match Selector::parse(text) {
-            Some(selector) => Source::Process(selector),
-            None => bail!("--from-process needs a process name or PID"),
-        },
-        None => Source::Own,
+/// The tree to serve, as the command line names it: the backend the server calls, and what
+/// keeps it current.
+struct Tree {
+    backend: Arc<dyn Backend>,
+    /// What the log calls it: DIR as followed, or what a fixed backend reads.
+    name: String,
+    /// The mount at DIR, followed into `backend`; `None` for a backend that is the tree for the
+    /// server's whole life.
+    followed: Option<Followed>,
+}
+
+/// Turn the command line into the tree to serve. Each kind of source is one arm here; one that
+/// needs no following (such as a URL) is `Tree { backend, name, followed: None }`.
+fn tree(args: &ServeArgs) -> anyhow::Result<Tree> {
+    let followed = if args.run || args.from_process.is_some() {
+        Followed::fuse_mount(args)?
+    } else {
+        Followed::directory(args)?
     };
-    let dir = export_dir(&args, &source)?;
-    if !fuse_only {
+    Ok(Tree {
+        backend: followed.follower.backend(),
+        name: followed.dir.display().to_string(),
+        followed: Some(followed),
+    })
+}
+
+/// The mount at DIR, followed: looked at every --check-interval, and what is found there
+/// served from then on (`mountshare_fs::follow`).
+struct Followed {
+    follower: Follower,
+    dir: PathBuf,
+    source: Source,
+    /// Only a FUSE mount that another process makes at DIR is served (`--run`,
+    /// `--from-process`): the server does not listen until one is there.
+    fuse_only: bool,
+    /// `--fuse-max-background`, for each FUSE mount found.
+    fuse_max_background: u32,
+}
+
+impl Followed {
+    /// Plain `serve DIR`: whatever is mounted on top at DIR in our namespace, or DIR's own
+    /// directory while nothing has been (unless --require-mount).
+    fn directory(args: &ServeArgs) -> anyhow::Result<Followed> {
+        let dir = export_dir(args, &Source::Own)?;
         let meta = std::fs::metadata(&dir)
             .with_context(|| format!("cannot export {}", args.dir.display()))?;
         if !meta.is_dir() {
             bail!("cannot export {}: not a directory", args.dir.display());
         }
+        let accept = Accept::Any {
+            require_mount: args.require_mount,
+        };
+        Ok(Followed::new(args, Source::Own, dir, accept))
     }
+
+    /// `--run` (our child's mount, in our namespace) or `--from-process` (another process's,
+    /// through /proc/PID/root): only a FUSE mount at DIR.
+    fn fuse_mount(args: &ServeArgs) -> anyhow::Result<Followed> {
+        let source = match &args.from_process {
+            Some(text) => match Selector::parse(text) {
+                Some(selector) => Source::Process(selector),
+                None => bail!("--from-process needs a process name or PID"),
+            },
+            None => Source::Own,
+        };
+        let dir = export_dir(args, &source)?;
+        Ok(Followed::new(args, source, dir, Accept::Fuse))
+    }
+
+    fn new(args: &ServeArgs, source: Source, dir: PathBuf, accept: Accept) -> Followed {
+        Followed {
+            follower: Follower::with(source.clone(), dir.clone(), accept).options(fs_options(args)),
+            dir,
+            source,
+            fuse_only: accept == Accept::Fuse,
+            fuse_max_background: args.fuse_max_background,
+        }
+    }
+
+    /// Look at DIR once, and raise the limits of a FUSE mount just found.
+    fn check(&mut self) -> Result<Change, LocateError> {
+        let change = self.follower.check()?;
+        tune_fuse(&change, self.fuse_max_background);
+        Ok(change)
+    }
+
+    /// What to serve first: what DIR holds now, or for a FUSE mount, the first one found
+    /// (waiting for it, so that nothing is served before it). `Err`: stop with this exit code
+    /// (stopped, or the child exited, while waiting).
+    async fn first(
+        &mut self,
+        signals: &mut Signals,
+        child: Option<&Child>,
+        interval: Duration,
+    ) -> anyhow::Result<Result<Option<String>, ExitCode>> {
+        let mut first = served(self.check()?)?;
+        if self.fuse_only {
+            // A FUSE daemon of ours (or of a sidecar's neighbour) is on its way: wait for it
+            // before listening, so that nothing is served before it.
+            tracing::info!(dir = %self.dir.display(), source = ?self.source, "waiting for a FUSE mount");
+            while first.is_none() {
+                match signals.next(child, interval).await {
+                    Event::ChildExited(st) => {
+                        tracing::warn!(status = ?st, "child exited before mounting anything");
+                        return Ok(Err(ExitCode::from(exit_code(st))));
+                    }
+                    Event::Stop => return Ok(Err(ExitCode::SUCCESS)),
+                    Event::Tick => {}
+                }
+                first = served(self.check()?)?;
+            }
+        } else if first.is_none() {
+            tracing::warn!(dir = %self.dir.display(), "nothing is mounted at DIR: calls are answered JUKEBOX (clients wait) until something is");
+        }
+        Ok(Ok(first))
+    }
+}
+
+pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    crate::init_logging();
+    let mut tree = tree(&args)?;
     if args.check_interval == 0 {
         bail!("--check-interval must be at least 1 second");
     }
-    let accept = if fuse_only {
-        Accept::Fuse
-    } else {
-        Accept::Any {
-            require_mount: args.require_mount,
-        }
-    };
     let interval = Duration::from_secs(args.check_interval);
     let config = server_config(&args);
     raise_descriptor_limit();
@@ -308,39 +408,20 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let waiting = match &early_health {
             Some(listener) => Some(tokio::spawn(mountshare_health::serve(
                 tokio::net::TcpListener::from_std(listener_twin(listener)?)?,
-                std::sync::Arc::new(Waiting),
+                Arc::new(Waiting),
             ))),
             None => None,
         };
-        let mut follower =
-            Follower::with(source.clone(), dir.clone(), accept).options(fs_options(&args));
-        let tune = |change: &Change| tune_fuse(change, args.fuse_max_background);
-        let change = follower.check()?;
-        tune(&change);
-        let mut first = served(change)?;
-        if fuse_only {
-            // A FUSE daemon of ours (or of a sidecar's neighbour) is on its way: wait for it
-            // before listening, so that nothing is served before it.
-            tracing::info!(dir = %dir.display(), source = ?source, "waiting for a FUSE mount");
-            while first.is_none() {
-                match signals.next(child.as_ref(), interval).await {
-                    Event::ChildExited(st) => {
-                        tracing::warn!(status = ?st, "child exited before mounting anything");
-                        return Ok(ExitCode::from(exit_code(st)));
-                    }
-                    Event::Stop => return Ok(ExitCode::SUCCESS),
-                    Event::Tick => {}
-                }
-                let change = follower.check()?;
-                tune(&change);
-                first = served(change)?;
-            }
-        } else if first.is_none() {
-            tracing::warn!(dir = %dir.display(), "nothing is mounted at DIR: calls are answered JUKEBOX (clients wait) until something is");
-        }
+        let first = match tree.followed.as_mut() {
+            Some(followed) => match followed.first(&mut signals, child.as_ref(), interval).await? {
+                Ok(first) => first,
+                Err(code) => return Ok(code),
+            },
+            None => Some(tree.name.clone()),
+        };
         let mut config = config;
         config.health.listen = None;
-        let mut server = Server::bind(config, follower.backend()).await?;
+        let mut server = Server::bind(config, tree.backend.clone()).await?;
         if let Some(task) = waiting {
             task.abort();
             let _ = task.await;
@@ -348,7 +429,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         if let Some(listener) = early_health {
             server = server.with_health_listener(listener);
         }
-        tracing::info!(dir = %dir.display(), serving = first.as_deref().unwrap_or("nothing yet"), addr = %server.local_addr(), "export ready");
+        tracing::info!(dir = %tree.name, serving = first.as_deref().unwrap_or("nothing yet"), addr = %server.local_addr(), "export ready");
         if let Some(health) = server.health_addr() {
             tracing::info!(addr = %health, "serving /livez, /readyz and /metrics");
         }
@@ -365,11 +446,11 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 Event::Stop => break ExitCode::SUCCESS,
                 Event::Tick => {}
             }
-            match follower.check() {
-                Ok(change) => {
-                    tune(&change);
-                    report(change)
-                }
+            let Some(followed) = tree.followed.as_mut() else {
+                continue;
+            };
+            match followed.check() {
+                Ok(change) => report(change),
                 Err(e) => {
                     tracing::error!("{:#}", anyhow::Error::from(e));
                     break ExitCode::FAILURE;

@@ -3,7 +3,7 @@
 use crate::allow::AllowList;
 use crate::buffers::BufferPool;
 use crate::config::{CacheLimits, MAX_READ};
-use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot};
+use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot, Want};
 use crate::error::Unresolved;
 use crate::handle::FileHandle;
 use crate::metrics::{CacheUsage, Metrics};
@@ -160,13 +160,14 @@ impl Export {
     }
 
     /// The snapshot of the directory at `path` (current attributes `attr`), from the cache or
-    /// read now.
+    /// read now, listed for what it is `want`ed for.
     pub(crate) fn dir_snapshot(
         &self,
         path: &RelPath,
         attr: &Attr,
+        want: Want,
     ) -> Result<Arc<DirSnapshot>, FsError> {
-        self.dirs.snapshot(self.backend.as_ref(), path, attr)
+        self.dirs.snapshot(self.backend.as_ref(), path, attr, want)
     }
 
     /// The path a handle names, or why not.

@@ -4,10 +4,11 @@ use crate::config::MAX_READ;
 use crate::procedure::{answer, void, Handler, Procedure, Run};
 use crate::reply::{decode_args, Reply, Results, Tail};
 
+use crate::dircache::{Attr3, DirSnapshot, Want};
 use crate::error::{self, nfsstat};
 use crate::handle::{path_hash, Children, FileHandle};
 use crate::splice::{Spliced, SplicedData};
-use mountshare_fs::{validate_name, Attr, FileKind, RelPath, Timestamp};
+use mountshare_fs::{validate_name, Attr, FileKind, RelPath};
 use mountshare_proto::nfs3::*;
 use mountshare_proto::rpc::AcceptStat;
 use mountshare_proto::xdr::{XdrDecode, XdrEncode};
@@ -121,42 +122,10 @@ fn dir_reply_room(count: u32) -> usize {
     count.min(MAX_DIR_REPLY) as usize + 256
 }
 
-fn time3(t: Timestamp) -> NfsTime3 {
-    NfsTime3 {
-        seconds: t.seconds.clamp(0, i64::from(u32::MAX)) as u32,
-        nseconds: t.nanos,
-    }
-}
-
 /// The `fattr3` of `path`. The fileid is the path hash, not the host inode: it must be the same
 /// after a restart and on another server, where inode numbers (of a FUSE tree especially) differ.
 pub(crate) fn fattr3(fsid: u64, path: &RelPath, a: &Attr) -> Fattr3 {
-    Fattr3 {
-        ftype: match a.kind {
-            FileKind::Regular => Ftype3::Reg,
-            FileKind::Directory => Ftype3::Dir,
-            FileKind::Symlink => Ftype3::Lnk,
-            FileKind::BlockDevice => Ftype3::Blk,
-            FileKind::CharDevice => Ftype3::Chr,
-            FileKind::Fifo => Ftype3::Fifo,
-            FileKind::Socket => Ftype3::Sock,
-        },
-        mode: a.mode,
-        nlink: a.nlink,
-        uid: a.uid,
-        gid: a.gid,
-        size: a.size,
-        used: a.used,
-        rdev: SpecData3 {
-            specdata1: a.rdev.0,
-            specdata2: a.rdev.1,
-        },
-        fsid,
-        fileid: path_hash(path),
-        atime: time3(a.atime),
-        mtime: time3(a.mtime),
-        ctime: time3(a.ctime),
-    }
+    Attr3::new(a).fattr3(fsid, path_hash(path))
 }
 
 fn read_failed(reply: &mut Reply, s: NfsStat3, file_attributes: PostOpAttr) {
@@ -272,7 +241,8 @@ impl Handler<'_> {
         let _turn = self
             .export
             .backend()
-            .reads_in_order()
+            .capabilities()
+            .reads_in_order
             .then(|| self.export.read_order().enter(path_hash(&path), a.offset));
         if count > 0 && self.zero_copy {
             if let Some(opened) = self.export.backend().open_file(&path) {
@@ -358,13 +328,15 @@ impl Handler<'_> {
         }
     }
 
-    /// The directory at `fh`, checked for READDIR: its path, attributes and snapshot.
+    /// The directory at `fh`, checked for READDIR: its path, attributes and snapshot (listed
+    /// for what it is `want`ed for).
     fn open_dir(
         &self,
         fh: &NfsFh3,
         cookie: u64,
         verf: &CookieVerf3,
-    ) -> Result<(RelPath, Attr, std::sync::Arc<crate::dircache::DirSnapshot>), Failed> {
+        want: Want,
+    ) -> Result<(RelPath, Attr, std::sync::Arc<DirSnapshot>), Failed> {
         let (dir, attr) = self.object(fh).map_err(|s| (s, PostOpAttr(None)))?;
         let attrs = self.post_op(&dir, &attr);
         if !attr.is_dir() {
@@ -379,7 +351,7 @@ impl Handler<'_> {
         }
         let snap = self
             .export
-            .dir_snapshot(&dir, &attr)
+            .dir_snapshot(&dir, &attr, want)
             .map_err(|e| (nfsstat(&e), attrs))?;
         if dir.is_root() && !self.export.holds_expected(&snap) {
             return Err((error::library_incomplete(), attrs));
@@ -387,20 +359,27 @@ impl Handler<'_> {
         Ok((dir, attr, snap))
     }
 
-    /// The entries after `cookie`: `.` and `..` first, then the snapshot in cookie order.
+    /// The entries after `cookie`: `.` and `..` first, then the snapshot in cookie order; each
+    /// with its path, and the attributes the snapshot holds for it, if any.
     fn entries_after<'s>(
         dir: &RelPath,
-        snap: &'s crate::dircache::DirSnapshot,
+        snap: &'s DirSnapshot,
         cookie: u64,
-    ) -> impl Iterator<Item = (u64, &'s [u8], RelPath)> + 's {
-        let dot = (cookie < DOT_COOKIE).then(|| (DOT_COOKIE, &b"."[..], dir.clone()));
-        let dotdot = (cookie < DOTDOT_COOKIE).then(|| (DOTDOT_COOKIE, &b".."[..], dir.parent()));
+    ) -> impl Iterator<Item = (u64, &'s [u8], RelPath, Option<Attr3>)> + 's {
+        let dot = (cookie < DOT_COOKIE).then(|| (DOT_COOKIE, &b"."[..], dir.clone(), None));
+        let dotdot =
+            (cookie < DOTDOT_COOKIE).then(|| (DOTDOT_COOKIE, &b".."[..], dir.parent(), None));
         let from = snap.position_after(cookie);
         let dir = dir.clone();
-        dot.into_iter().chain(dotdot).chain(
-            snap.entries_from(from)
-                .filter_map(move |(c, name)| Some((c, name, dir.join(name).ok()?))),
-        )
+        dot.into_iter()
+            .chain(dotdot)
+            .chain(
+                snap.entries_from(from)
+                    .zip(from..)
+                    .filter_map(move |((c, name), i)| {
+                        Some((c, name, dir.join(name).ok()?, snap.attr3(i).copied()))
+                    }),
+            )
     }
 
     /// The entries of a READDIR or READDIRPLUS reply: as many of `listing` as fit in `count`
@@ -428,7 +407,7 @@ impl Handler<'_> {
     }
 
     fn readdir(&self, a: ReadDir3Args) -> ReadDir3Res {
-        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf) {
+        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf, Want::Names) {
             Ok(v) => v,
             Err((s, dir_attributes)) => {
                 return ReadDir3Res::Fail(s, ReadDir3ResFail { dir_attributes })
@@ -436,7 +415,7 @@ impl Handler<'_> {
         };
         let dir_attributes = self.post_op(&dir, &attr);
         let listing =
-            Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path)| Entry3 {
+            Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path, _)| Entry3 {
                 fileid: path_hash(&path),
                 name: name.to_vec(),
                 cookie,
@@ -457,7 +436,7 @@ impl Handler<'_> {
     /// built as a value, and each entry's path and handle are made in buffers reused from entry
     /// to entry ([`Children`]).
     fn readdirplus(&self, a: ReadDirPlus3Args, reply: &mut Reply) {
-        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf) {
+        let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf, Want::Attrs) {
             Ok(v) => v,
             Err((s, dir_attributes)) => {
                 return reply.results(&ReadDirPlus3Res::Fail(
@@ -505,14 +484,19 @@ impl Handler<'_> {
         if eof {
             let mut children = Children::of(&dir);
             let from = snap.position_after(a.cookie);
-            for (cookie, name) in snap.entries_from(from) {
+            for ((cookie, name), i) in snap.entries_from(from).zip(from..) {
                 if validate_name(name).is_err() {
                     continue;
                 }
                 let child = children.entry(name);
-                let attributes = RelPath::from_bytes(child.path)
-                    .ok()
-                    .and_then(|path| Some(fattr3(fsid, &path, &self.export.stat(&path).ok()?)));
+                // Attributes come from the snapshot. An entry it holds none for (a directory
+                // listed by name only, a stat that failed then) is stat'ed now.
+                let attributes = match snap.attr3(i) {
+                    Some(kept) => Some(kept.fattr3(fsid, child.hash)),
+                    None => RelPath::from_bytes(child.path)
+                        .ok()
+                        .and_then(|path| Some(fattr3(fsid, &path, &self.export.stat(&path).ok()?))),
+                };
                 let fh = attributes.as_ref().and(child.handle);
                 if !w.push(child.hash, name, cookie, attributes.as_ref(), fh) {
                     eof = false;

@@ -1,7 +1,7 @@
 //! READs of one file in offset order, for backends that ask for it
-//! ([`mountshare_fs::Backend::reads_in_order`]: FUSE over a network stream). The Linux client's
-//! readahead sends several READs of a file at once, and the server's threads would hand them to
-//! the file system in any order; rclone without a VFS cache (and debrid backends like it)
+//! ([`mountshare_fs::Capabilities::reads_in_order`]: FUSE over a network stream). The Linux
+//! client's readahead sends several READs of a file at once, and the server's threads would hand
+//! them to the file system in any order; rclone without a VFS cache (and debrid backends like it)
 //! answers a read out of order by reopening its HTTP stream at the new offset, a whole first
 //! byte each time. Here a READ waits while a READ of a lower offset of the same file is in
 //! flight, so the file system sees one sequential stream per file, as a local `cat` gives it.

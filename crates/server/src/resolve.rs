@@ -3,7 +3,7 @@
 //! Handles seen recently are in a bounded cache. Any other handle (after a restart, or on a
 //! second server over the same tree) is found by a walk from the root guided by the handle's
 //! per-component hashes, and accepted only if the whole-path hash matches.
-use crate::dircache::{DirCache, DirSnapshot};
+use crate::dircache::{DirCache, DirSnapshot, Want};
 use crate::error::{self, Unresolved};
 use crate::handle::{component_hash, path_hash, FileHandle, MAX_GUIDED_DEPTH};
 use crate::metrics::{Metrics, SearchOutcome, WalkOutcome};
@@ -201,7 +201,7 @@ fn listing(
 ) -> Option<Arc<DirSnapshot>> {
     let snap = backend.stat(dir).and_then(|attr| {
         if attr.is_dir() {
-            dirs.snapshot(backend, dir, &attr).map(Some)
+            dirs.snapshot(backend, dir, &attr, Want::Names).map(Some)
         } else {
             Ok(None)
         }

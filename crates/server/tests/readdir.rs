@@ -315,5 +315,12 @@ async fn readdirplus_entries_match_lookup() {
             String::from_utf8_lossy(&e.name)
         );
         assert_eq!(looked.obj_attributes.0.unwrap().fileid, e.fileid);
+        // The attributes kept in the directory's snapshot are those a LOOKUP sends.
+        assert_eq!(
+            looked.obj_attributes,
+            e.name_attributes,
+            "{:?}",
+            String::from_utf8_lossy(&e.name)
+        );
     }
 }
