@@ -5,8 +5,8 @@
 //! executor. The NFS layer above knows files only by [`RelPath`]; it never sees host paths.
 //! The [`Backend`] trait is the seam between the NFS layer and a tree: [`LocalFs`] serves one
 //! directory; [`follow::Swappable`] serves whichever backend it was last given, such as the
-//! FUSE mount a [`follow::Follower`] last found at a directory, in this mount namespace or
-//! another process's.
+//! FUSE mount a [`follow::Follower`] last opened at a directory, in this mount namespace or
+//! another process's (where it is, `mountshare_mounts::process` finds).
 
 mod attr;
 mod error;

@@ -4,11 +4,13 @@
 //! mount that may hang without hanging with it ([`watchdog`]). These only parse what they are
 //! given and run the caller's calls.
 //!
-//! [`fuse`] is the exception, and the one module that touches the system: it finds the kernel's
-//! FUSE connection behind a directory (statx, `/proc/self/mountinfo`) and raises its limits in
-//! sysfs.
+//! Two modules are the exception and touch the system: [`fuse`] finds the kernel's FUSE
+//! connection behind a directory (statx, `/proc/self/mountinfo`) and raises its limits in sysfs
+//! (the only one that changes anything); [`process`] finds where the FUSE mount at a directory
+//! is now, in our mount namespace or another process's (reading `/proc`).
 
 pub mod fuse;
 pub mod mountinfo;
 pub mod options;
+pub mod process;
 pub mod watchdog;

@@ -3,8 +3,9 @@
 //! [`tree`] turns the command line into the backend to serve, and what keeps it current; the
 //! rest (the server, health, signals, the child) is the same whatever the backend.
 //!
-//! The mount at DIR is followed in every mode that serves a DIR (`mountshare_fs::follow`): when it is replaced (a
-//! FUSE daemon that restarted and mounted again), the new one is served from the next check on,
+//! The mount at DIR is followed in every mode that serves a DIR (`mountshare_fs::follow`, on
+//! what `mountshare_mounts::process` finds at DIR): when it is replaced (a FUSE daemon that
+//! restarted and mounted again), the new one is served from the next check on,
 //! and when it goes away, what it covered is never served in its place. With `--run -- COMMAND`
 //! or `--from-process NAME|PID`, DIR is a FUSE tree that another process mounts, served from the
 //! moment it is mounted; the child of `--run` and the signals are looked after by
@@ -12,8 +13,9 @@
 
 use crate::supervise::{exit_code, Child, Event, Signals};
 use anyhow::{bail, Context};
-use mountshare_fs::follow::{Accept, Change, Follower, LocateError, Selector, Source};
+use mountshare_fs::follow::{Accept, Change, Follower};
 use mountshare_fs::{Backend, LocalFsOptions};
+use mountshare_mounts::process::{LocateError, Selector, Source};
 use mountshare_server::{CacheLimits, Server, ServerConfig};
 use std::ffi::OsString;
 use std::net::SocketAddr;
