@@ -1525,6 +1525,103 @@ xdr_struct!(DirListPlus3 {
     eof
 });
 
+/// Writes the results of a READDIRPLUS that succeeded (`READDIRPLUS3res` with `NFS3_OK`) straight
+/// into a reply, entry by entry, in the bytes [`ReadDirPlus3Res::Ok`] encodes to, without building
+/// the entries first: a page of a large directory is hundreds of entries, each of which would
+/// otherwise own its name and handle. Entries are taken while the results stay within `limit`
+/// bytes as [`readdir3_resok_base_len`] and [`entryplus3_encoded_len`] count them.
+pub struct DirListPlusWriter<'a> {
+    out: &'a mut BytesMut,
+    /// Where the results begin in `out`.
+    start: usize,
+    /// Bytes counted so far against `limit`.
+    size: usize,
+    limit: usize,
+    entries: usize,
+}
+
+impl<'a> DirListPlusWriter<'a> {
+    /// Start the results in `out`: the status, `dir_attributes` and `cookieverf`.
+    pub fn new(
+        out: &'a mut BytesMut,
+        dir_attributes: &PostOpAttr,
+        cookieverf: &CookieVerf3,
+        limit: usize,
+    ) -> Self {
+        let start = out.len();
+        NfsStat3::Ok.encode(out);
+        dir_attributes.encode(out);
+        cookieverf.encode(out);
+        DirListPlusWriter {
+            out,
+            start,
+            size: readdir3_resok_base_len(dir_attributes),
+            limit,
+            entries: 0,
+        }
+    }
+
+    /// Append an entry (`name` at most [`MAX_NAME_LEN`] bytes, `handle` at most
+    /// [`NFS3_FHSIZE`]) if the results stay within the limit with it; `false`, and nothing
+    /// written, if they would not.
+    pub fn push(
+        &mut self,
+        fileid: FileId3,
+        name: &[u8],
+        cookie: Cookie3,
+        attributes: Option<&Fattr3>,
+        handle: Option<&[u8]>,
+    ) -> bool {
+        let len = entry3_encoded_len(name.len())
+            + 4
+            + attributes.map_or(0, |_| Fattr3::ENCODED_LEN)
+            + 4
+            + handle.map_or(0, |h| opaque_var_len(h.len()));
+        if self.size + len > self.limit {
+            return false;
+        }
+        self.size += len;
+        self.entries += 1;
+        let out = &mut *self.out;
+        out.reserve(len);
+        out.put_u32(1);
+        out.put_u64(fileid);
+        put_opaque_var(out, name);
+        out.put_u64(cookie);
+        match attributes {
+            Some(a) => {
+                out.put_u32(1);
+                a.encode(out);
+            }
+            None => out.put_u32(0),
+        }
+        match handle {
+            Some(h) => {
+                out.put_u32(1);
+                put_opaque_var(out, h);
+            }
+            None => out.put_u32(0),
+        }
+        true
+    }
+
+    /// Entries written so far.
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// End the list, and the results, with `eof`.
+    pub fn finish(self, eof: bool) {
+        self.out.put_u32(0);
+        eof.encode(self.out);
+    }
+
+    /// Take back everything written, results included (to write a failure instead).
+    pub fn cancel(self) {
+        self.out.truncate(self.start);
+    }
+}
+
 /// ```text
 /// struct READDIRPLUS3resok {
 ///    post_op_attr dir_attributes;
@@ -1820,6 +1917,72 @@ mod tests {
             mtime: NfsTime3::default(),
             ctime: NfsTime3::default(),
         }
+    }
+
+    #[test]
+    fn dirlistplus_writer_writes_what_the_results_encode_to_and_stops_at_the_limit() {
+        let entry = |i: u64, attributes: bool, handle: bool| EntryPlus3 {
+            fileid: 100 + i,
+            name: format!("name-{}", "x".repeat(i as usize)).into_bytes(),
+            cookie: 1000 + i,
+            name_attributes: PostOpAttr(attributes.then(attrs)),
+            name_handle: PostOpFh3(handle.then(|| NfsFh3 {
+                data: vec![i as u8; 10 + i as usize],
+            })),
+        };
+        let entries: Vec<EntryPlus3> = (0..6).map(|i| entry(i, i % 3 != 1, i % 2 == 0)).collect();
+        let dir_attributes = PostOpAttr(Some(attrs()));
+        let verf = *b"verifier";
+        let whole = |n: usize, eof: bool| ReadDirPlus3ResOk {
+            dir_attributes,
+            cookieverf: verf,
+            reply: DirListPlus3 {
+                entries: entries[..n].to_vec(),
+                eof,
+            },
+        };
+        let len_of = |n: usize| {
+            readdir3_resok_base_len(&dir_attributes)
+                + entries[..n]
+                    .iter()
+                    .map(EntryPlus3::encoded_len)
+                    .sum::<usize>()
+        };
+        // Room for exactly four entries: four are written, and the bytes are those of the
+        // results holding those four.
+        for (limit, n) in [
+            (len_of(6), 6),
+            (len_of(4), 4),
+            (len_of(5) - 1, 4),
+            (len_of(0), 0),
+        ] {
+            let mut out = BytesMut::from(&b"head"[..]);
+            let mut w = DirListPlusWriter::new(&mut out, &dir_attributes, &verf, limit);
+            let mut taken = 0;
+            for e in &entries {
+                let fh = e.name_handle.0.as_ref().map(|h| h.data.as_slice());
+                if !w.push(
+                    e.fileid,
+                    &e.name,
+                    e.cookie,
+                    e.name_attributes.0.as_ref(),
+                    fh,
+                ) {
+                    break;
+                }
+                taken += 1;
+            }
+            assert_eq!((taken, w.entries()), (n, n), "limit {limit}");
+            w.finish(n == 6);
+            let expect = to_bytes(&ReadDirPlus3Res::Ok(whole(n, n == 6)));
+            assert_eq!(&out[..4], b"head");
+            assert_eq!(&out[4..], &expect[..], "limit {limit}");
+            assert_eq!(out.len() - 4, len_of(n), "the count matches the bytes");
+        }
+        let mut out = BytesMut::from(&b"head"[..]);
+        let w = DirListPlusWriter::new(&mut out, &dir_attributes, &verf, 0);
+        w.cancel();
+        assert_eq!(&out[..], b"head");
     }
 
     #[test]

@@ -18,10 +18,10 @@
 //! as soon as they are too old to be served again. A directory whose snapshot with attributes
 //! is too large to keep is remembered: READDIRPLUS then lists it by name and stats the entries
 //! of each page (as it did before snapshots held attributes) rather than stat every entry of
-//! the directory for each call. The buffers of a snapshot gone are kept (within a quarter of
-//! the bound) for the next one: a walk of a large tree replaces every snapshot every few
-//! seconds, and buffers freed and allocated anew by whichever threads ran the calls fragmented
-//! the allocator's per-thread arenas until RSS grew with every walk.
+//! the directory for each call. The buffers of a large snapshot gone are kept (a few, within
+//! a quarter of the bound) for the next one: a walk of a large tree replaces every snapshot
+//! every few seconds, and buffers freed and allocated anew by whichever threads ran the calls
+//! fragmented the allocator's per-thread arenas until RSS grew with every walk.
 use crate::handle::name_cookie;
 use mountshare_fs::{Attr, Backend, DirSink, FileKind, FsError, RelPath, Timestamp};
 use mountshare_proto::nfs3::{Fattr3, Ftype3, NfsTime3, SpecData3};
@@ -32,6 +32,11 @@ use std::time::{Duration, Instant};
 /// Bytes counted for a snapshot besides its names and index: the map slot, the `Arc` and the
 /// struct itself.
 const SNAPSHOT_OVERHEAD: usize = 160;
+
+/// Spare buffers smaller than this are freed rather than kept.
+const MIN_SPARE_BYTES: usize = 64 << 10;
+/// Most snapshots' buffers kept spare.
+const MAX_SPARE_STORES: usize = 64;
 
 /// Directories whose snapshot with attributes was too large to keep, remembered so that
 /// READDIRPLUS lists them by name (a handful: each is at least a quarter of the cache).
@@ -264,7 +269,13 @@ impl Spare {
 
     fn give(&mut self, store: Storage) {
         let n = store.capacity();
-        if self.bytes + n <= self.max_bytes {
+        // Only large buffers are worth keeping (they are the ones that fragmented the arenas),
+        // and only a few: `take` looks at each, and a walk of thousands of small folders would
+        // otherwise fill this with thousands of tiny ones.
+        if n >= MIN_SPARE_BYTES
+            && self.stores.len() < MAX_SPARE_STORES
+            && self.bytes + n <= self.max_bytes
+        {
             self.bytes += n;
             self.stores.push(store);
         }
@@ -414,6 +425,7 @@ impl DirSnapshot {
 /// Limits of the [`DirCache`].
 #[derive(Debug, Clone)]
 pub(crate) struct DirCacheLimits {
+    /// Directories kept.
     pub max_dirs: usize,
     /// Bytes of snapshots kept (a larger snapshot is served from its one read only).
     pub max_bytes: usize,
@@ -425,7 +437,10 @@ pub(crate) struct DirCacheLimits {
 impl Default for DirCacheLimits {
     fn default() -> Self {
         DirCacheLimits {
-            max_dirs: 1024,
+            // The bound in bytes is the one that matters; this one only keeps a pass over
+            // the cache short. A walk of a library of 10,000 folders, each listed by its own
+            // call, keeps every folder's snapshot for the next walk.
+            max_dirs: 32768,
             max_bytes: 16 << 20,
             max_age: Duration::from_secs(2),
         }
@@ -445,6 +460,8 @@ struct Inner {
     bytes: usize,
     entries: usize,
     tick: u64,
+    /// When to look for expired snapshots again (see [`DirCache::insert`]).
+    next_sweep: Option<Instant>,
     /// Directories whose snapshot with attributes was too large to keep, newest last (at most
     /// [`MAX_WIDE_DIRS`]; their paths are not counted in the bound).
     wide: VecDeque<RelPath>,
@@ -537,16 +554,24 @@ impl DirCache {
         let n = snap.bytes();
         let mut inner = self.lock();
         inner.remove(&path);
-        // Snapshots too old to be served again only hold memory.
+        // Snapshots too old to be served again only hold memory. Looking for them costs a
+        // pass over the whole cache, so it is done a few times per `max_age`, not per insert: a
+        // walk of a tree of small directories inserts thousands of snapshots a second, and the
+        // passes (a clock read per snapshot) were a fifth of the server's time. Expired
+        // snapshots are never served meanwhile, and the bounds below hold either way.
         let max_age = self.limits.max_age;
-        let expired: Vec<RelPath> = inner
-            .map
-            .iter()
-            .filter(|(_, (s, _))| s.taken.elapsed() >= max_age)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in &expired {
-            inner.remove(k);
+        let now = Instant::now();
+        if inner.next_sweep.is_none_or(|at| now >= at) {
+            inner.next_sweep = Some(now + max_age / 4);
+            let expired: Vec<RelPath> = inner
+                .map
+                .iter()
+                .filter(|(_, (s, _))| now.saturating_duration_since(s.taken) >= max_age)
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in &expired {
+                inner.remove(k);
+            }
         }
         let max_bytes = self.snapshot_bytes();
         if snap.has_attrs() {
@@ -564,22 +589,53 @@ impl DirCache {
         }
         inner.tick += 1;
         let tick = inner.tick;
-        while !inner.map.is_empty()
-            && (inner.map.len() >= self.limits.max_dirs || inner.bytes + n > max_bytes)
-        {
-            let victim = inner
-                .map
-                .iter()
-                .min_by_key(|(_, (_, used))| *used)
-                .map(|(k, _)| k.clone());
-            match victim {
-                Some(v) => inner.remove(&v),
-                None => break,
-            }
+        if inner.map.len() >= self.limits.max_dirs || inner.bytes + n > max_bytes {
+            self.evict(&mut inner, n, max_bytes);
         }
         inner.bytes += n;
         inner.entries += snap.len();
         inner.map.insert(path, (snap, tick));
+    }
+
+    /// Drop the least recently used snapshots until one of `n` bytes fits with a sixteenth of
+    /// the bounds (directories and bytes) to spare: finding them is a pass over the cache, and a
+    /// walk of a tree of small directories, which inserts a snapshot per call, would otherwise
+    /// make that pass on every call once the cache is full.
+    fn evict(&self, inner: &mut Inner, n: usize, max_bytes: usize) {
+        let keep_dirs = self.limits.max_dirs - self.limits.max_dirs / 16;
+        let keep_bytes = max_bytes - max_bytes / 16;
+        // Ticks are unique: the oldest snapshots are those used at or before a cut-off tick.
+        let mut by_use: Vec<(u64, usize)> = inner
+            .map
+            .values()
+            .map(|(s, used)| (*used, s.bytes()))
+            .collect();
+        by_use.sort_unstable();
+        let (mut dirs, mut bytes) = (inner.map.len(), inner.bytes);
+        let mut cut = None;
+        for (used, b) in by_use {
+            if dirs < keep_dirs && bytes + n <= keep_bytes {
+                break;
+            }
+            dirs -= 1;
+            bytes -= b;
+            cut = Some(used);
+        }
+        let Some(cut) = cut else { return };
+        let Inner {
+            map,
+            bytes,
+            entries,
+            ..
+        } = inner;
+        map.retain(|_, (s, used)| {
+            let keep = *used > cut;
+            if !keep {
+                *bytes -= s.bytes();
+                *entries -= s.len();
+            }
+            keep
+        });
     }
 
     /// Bytes (snapshots and spare buffers) and entries held now.
@@ -604,25 +660,29 @@ mod tests {
 
     #[test]
     fn snapshots_are_sorted_by_cookie_and_the_cache_is_bounded_in_bytes() {
+        // Large enough that a snapshot's buffers are worth keeping spare.
+        const N: usize = 300;
+        let name = |i: usize| format!("name-{i}-{}", "x".repeat(240));
         let t = tempfile::tempdir().unwrap();
         for d in ["a", "b", "c"] {
             std::fs::create_dir(t.path().join(d)).unwrap();
-            for i in 0..100 {
-                std::fs::write(t.path().join(d).join(format!("name-{i}")), b"").unwrap();
+            for i in 0..N {
+                std::fs::write(t.path().join(d).join(name(i)), b"").unwrap();
             }
         }
         let fs = LocalFs::open(t.path()).unwrap();
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
         let one = DirSnapshot::of_names(fs.read_dir(&a).unwrap(), &attr);
-        assert_eq!(one.len(), 100);
+        assert_eq!(one.len(), N);
+        assert!(one.bytes() >= MIN_SPARE_BYTES);
         let cookies: Vec<u64> = one.entries().map(|(c, _)| c).collect();
         assert!(cookies.windows(2).all(|w| w[0] <= w[1]), "cookie order");
         assert!(one.entries().all(|(c, n)| name_cookie(n) == c));
-        assert!(one.contains(b"name-42") && !one.contains(b"name-100"));
+        assert!(one.contains(name(42).as_bytes()) && !one.contains(name(N).as_bytes()));
         let after = one.position_after(cookies[9]);
-        assert_eq!(one.entries_from(after).count(), 90);
-        // Room for two snapshots of 100 entries, not three (a quarter of the bound is for
+        assert_eq!(one.entries_from(after).count(), N - 10);
+        // Room for two snapshots, not three (a quarter of the bound is for
         // spare buffers).
         let cache = DirCache::new(DirCacheLimits {
             max_bytes: one.bytes() * 4 - 100,
@@ -633,12 +693,12 @@ mod tests {
             let attr = fs.stat(&p).unwrap();
             assert_eq!(
                 cache.snapshot(&fs, &p, &attr, Want::Names).unwrap().len(),
-                100
+                N
             );
         }
         let (bytes, entries) = cache.usage();
         assert!(bytes <= cache.max_bytes(), "{bytes}");
-        assert_eq!(entries, 200, "the least recently used went");
+        assert_eq!(entries, 2 * N, "the least recently used went");
         // Its buffers wait for the next snapshot, which reuses them.
         let spare = lock_spare(&cache.spare).stores.len();
         assert_eq!(spare, 1);
@@ -646,7 +706,7 @@ mod tests {
         let attr = fs.stat(&p).unwrap();
         assert_eq!(
             cache.snapshot(&fs, &p, &attr, Want::Names).unwrap().len(),
-            100
+            N
         );
         assert!(lock_spare(&cache.spare).stores.len() <= spare);
     }

@@ -188,6 +188,12 @@ impl Export {
         Some(fh)
     }
 
+    /// Remember the handle of the entry `child` (built by [`crate::handle::Children`]) so that
+    /// it resolves without a walk, as [`Export::handle_for`] does.
+    pub(crate) fn remember_child(&self, child: &crate::handle::Child<'_>) {
+        self.handles.insert_hashed(child.hash, child.path);
+    }
+
     pub(crate) fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
         self.backend.stat(path)
     }

@@ -123,6 +123,85 @@ impl FileHandle {
     }
 }
 
+/// The path, path hash and handle of each entry of one directory in turn, built in buffers
+/// reused from entry to entry: a READDIRPLUS page has hundreds of entries, and building each
+/// one's [`RelPath`] and [`FileHandle`] took five allocations per entry. The bytes are those of
+/// `dir.join(name)` and `FileHandle::for_path(..).encode()`.
+pub(crate) struct Children {
+    /// The directory's path and a `/` (none after the root), then the current entry's name.
+    path: Vec<u8>,
+    prefix: usize,
+    /// The current entry's handle: version, depth, path hash, component hashes; the directory's
+    /// part is kept from entry to entry. Empty when the entries are too deep to have handles.
+    handle: Vec<u8>,
+    handle_prefix: usize,
+    /// Whether an entry's own component hash is in its handle.
+    guided: bool,
+}
+
+/// An entry, as [`Children::entry`] builds it.
+pub(crate) struct Child<'a> {
+    /// `dir/name`, as [`RelPath::as_bytes`] would give it.
+    pub path: &'a [u8],
+    /// [`path_hash`] of the path: the entry's fileid.
+    pub hash: u64,
+    /// The encoded handle, unless the entry is deeper than [`MAX_DEPTH`].
+    pub handle: Option<&'a [u8]>,
+}
+
+impl Children {
+    /// The entries of the directory `dir`.
+    pub(crate) fn of(dir: &RelPath) -> Children {
+        let depth = dir.depth() + 1;
+        let mut path = Vec::with_capacity(dir.as_bytes().len() + 1 + mountshare_fs::MAX_NAME_LEN);
+        path.extend_from_slice(dir.as_bytes());
+        if !path.is_empty() {
+            path.push(b'/');
+        }
+        let mut handle = Vec::with_capacity(MAX_HANDLE_LEN);
+        if depth <= MAX_DEPTH {
+            handle.push(VERSION);
+            handle.push(depth as u8);
+            handle.extend_from_slice(&[0; 8]);
+            for c in dir.components().take(MAX_GUIDED_DEPTH) {
+                handle.extend_from_slice(&component_hash(c).to_be_bytes());
+            }
+        }
+        Children {
+            prefix: path.len(),
+            path,
+            handle_prefix: handle.len(),
+            handle,
+            guided: depth <= MAX_GUIDED_DEPTH,
+        }
+    }
+
+    /// The entry `name`, which must be a valid name ([`mountshare_fs::validate_name`]).
+    pub(crate) fn entry(&mut self, name: &[u8]) -> Child<'_> {
+        self.path.truncate(self.prefix);
+        self.path.extend_from_slice(name);
+        let hash = xxhash_rust::xxh3::xxh3_64_with_seed(&self.path, PATH_SEED);
+        let handle = if self.handle.is_empty() {
+            None
+        } else {
+            self.handle.truncate(self.handle_prefix);
+            if let Some(h) = self.handle.get_mut(2..10) {
+                h.copy_from_slice(&hash.to_be_bytes());
+            }
+            if self.guided {
+                self.handle
+                    .extend_from_slice(&component_hash(name).to_be_bytes());
+            }
+            Some(self.handle.as_slice())
+        };
+        Child {
+            path: &self.path,
+            hash,
+            handle,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,6 +242,25 @@ mod tests {
         assert_eq!(fh.encode().len(), 10);
         assert!(fh.matches(&RelPath::root()));
         assert!(!fh.matches(&p("a")));
+    }
+
+    #[test]
+    fn children_are_built_as_paths_and_handles_are() {
+        let mut dir = RelPath::root();
+        for depth in 0..=MAX_DEPTH {
+            let mut children = Children::of(&dir);
+            for name in [&b"a"[..], b"S01E01.mkv", &[b'y'; 255]] {
+                let path = dir.join(name).unwrap();
+                let child = children.entry(name);
+                assert_eq!(child.path, path.as_bytes(), "depth {depth}");
+                assert_eq!(child.hash, path_hash(&path));
+                let expect = FileHandle::for_path(&path).map(|fh| fh.encode());
+                assert_eq!(child.handle.map(<[u8]>::to_vec), expect, "depth {depth}");
+            }
+            dir = dir.join(format!("d{depth}").as_bytes()).unwrap();
+        }
+        // Entries one too deep have no handle, as they have none from `for_path`.
+        assert!(Children::of(&dir).entry(b"x").handle.is_none());
     }
 
     proptest! {

@@ -6,9 +6,9 @@ use crate::reply::{decode_args, Reply, Results, Tail};
 
 use crate::dircache::{Attr3, DirSnapshot, Want};
 use crate::error::{self, nfsstat};
-use crate::handle::{path_hash, FileHandle};
+use crate::handle::{path_hash, Children, FileHandle};
 use crate::splice::{Spliced, SplicedData};
-use mountshare_fs::{Attr, FileKind, RelPath};
+use mountshare_fs::{validate_name, Attr, FileKind, RelPath};
 use mountshare_proto::nfs3::*;
 use mountshare_proto::rpc::AcceptStat;
 use mountshare_proto::xdr::{XdrDecode, XdrEncode};
@@ -62,7 +62,7 @@ pub(crate) static PROCEDURES: [Procedure; proc3::NAMES.len()] = [
     backend::<ReadDirPlus3Res>(proc3::READDIRPLUS, |h, args, reply| {
         let a: ReadDirPlus3Args = decode_args(args)?;
         reply.reserve(h.export.read_buffers(), dir_reply_room(a.maxcount));
-        reply.results(&h.readdirplus(a));
+        h.readdirplus(a, reply);
         Ok(())
     }),
     backend::<FsStat3Res>(proc3::FSSTAT, |h, args, reply| {
@@ -432,11 +432,17 @@ impl Handler<'_> {
         })
     }
 
-    fn readdirplus(&self, a: ReadDirPlus3Args) -> ReadDirPlus3Res {
+    /// READDIRPLUS, written into `reply` entry by entry ([`DirListPlusWriter`]): no entry is
+    /// built as a value, and each entry's path and handle are made in buffers reused from entry
+    /// to entry ([`Children`]).
+    fn readdirplus(&self, a: ReadDirPlus3Args, reply: &mut Reply) {
         let (dir, attr, snap) = match self.open_dir(&a.dir, a.cookie, &a.cookieverf, Want::Attrs) {
             Ok(v) => v,
             Err((s, dir_attributes)) => {
-                return ReadDirPlus3Res::Fail(s, ReadDirPlus3ResFail { dir_attributes })
+                return reply.results(&ReadDirPlus3Res::Fail(
+                    s,
+                    ReadDirPlus3ResFail { dir_attributes },
+                ))
             }
         };
         let dir_attributes = self.post_op(&dir, &attr);
@@ -444,49 +450,70 @@ impl Handler<'_> {
         // Only maxcount bounds the reply. dircount is a hint (RFC 1813 3.3.17) and the Linux
         // client sends maxcount/8 for it; honouring it would cut every reply to a fraction of
         // what the client can take. The Linux server ignores it too.
-        let listing =
-            Self::entries_after(&dir, &snap, a.cookie).map(|(cookie, name, path, kept)| {
-                let fileid = path_hash(&path);
-                // Attributes come from the snapshot. An entry it holds none for (`.` and `..`,
-                // a directory listed by name only, a stat that failed then) is stat'ed now; one
-                // that vanished since is still listed, without attributes: the client's LOOKUP
-                // will then get NOENT. Cookies stay consistent either way.
-                let attr3 = kept.or_else(|| self.export.stat(&path).ok().map(|a| Attr3::new(&a)));
-                let (name_attributes, name_handle) = match attr3 {
-                    Some(a) => (
-                        PostOpAttr(Some(a.fattr3(fsid, fileid))),
-                        PostOpFh3(
-                            self.export
-                                .handle_for(&path)
-                                .map(|fh| NfsFh3 { data: fh.encode() }),
-                        ),
-                    ),
-                    None => (PostOpAttr(None), PostOpFh3(None)),
-                };
-                EntryPlus3 {
-                    fileid,
-                    name: name.to_vec(),
-                    cookie,
-                    name_attributes,
-                    name_handle,
+        let limit = a.maxcount.min(MAX_DIR_REPLY) as usize;
+        let out = reply.results_buf(NfsStat3::Ok);
+        let mut w = DirListPlusWriter::new(out, &dir_attributes, &COOKIE_VERIFIER, limit);
+        // An entry that vanished since the snapshot is still listed, without attributes: the
+        // client's LOOKUP will then get NOENT. Cookies stay consistent either way.
+        let mut eof = true;
+        let dots = [
+            (DOT_COOKIE, &b"."[..], dir.clone()),
+            (DOTDOT_COOKIE, &b".."[..], dir.parent()),
+        ];
+        for (cookie, name, path) in dots.into_iter().filter(|(c, _, _)| *c > a.cookie) {
+            let attributes = self
+                .export
+                .stat(&path)
+                .ok()
+                .map(|at| fattr3(fsid, &path, &at));
+            let fh = attributes
+                .as_ref()
+                .and_then(|_| self.export.handle_for(&path))
+                .map(|fh| fh.encode());
+            if !w.push(
+                path_hash(&path),
+                name,
+                cookie,
+                attributes.as_ref(),
+                fh.as_deref(),
+            ) {
+                eof = false;
+                break;
+            }
+        }
+        if eof {
+            let mut children = Children::of(&dir);
+            let from = snap.position_after(a.cookie);
+            for ((cookie, name), i) in snap.entries_from(from).zip(from..) {
+                if validate_name(name).is_err() {
+                    continue;
                 }
-            });
-        let Some((entries, eof)) = Self::fill_reply(
-            &dir_attributes,
-            a.maxcount,
-            listing,
-            EntryPlus3::encoded_len,
-        ) else {
-            return ReadDirPlus3Res::Fail(
-                NfsStat3::TooSmall,
-                ReadDirPlus3ResFail { dir_attributes },
-            );
-        };
-        ReadDirPlus3Res::Ok(ReadDirPlus3ResOk {
-            dir_attributes,
-            cookieverf: COOKIE_VERIFIER,
-            reply: DirListPlus3 { entries, eof },
-        })
+                let child = children.entry(name);
+                // Attributes come from the snapshot. An entry it holds none for (a directory
+                // listed by name only, a stat that failed then) is stat'ed now.
+                let attributes = match snap.attr3(i) {
+                    Some(kept) => Some(kept.fattr3(fsid, child.hash)),
+                    None => RelPath::from_bytes(child.path)
+                        .ok()
+                        .and_then(|path| Some(fattr3(fsid, &path, &self.export.stat(&path).ok()?))),
+                };
+                let fh = attributes.as_ref().and(child.handle);
+                if !w.push(child.hash, name, cookie, attributes.as_ref(), fh) {
+                    eof = false;
+                    break;
+                }
+                if fh.is_some() {
+                    self.export.remember_child(&child);
+                }
+            }
+        }
+        if w.entries() == 0 && !eof {
+            // Not even the first entry fits.
+            w.cancel();
+            let too_small = ReadDirPlus3ResFail { dir_attributes };
+            return reply.results(&ReadDirPlus3Res::Fail(NfsStat3::TooSmall, too_small));
+        }
+        w.finish(eof);
     }
 
     fn fsstat(&self, a: FsStat3Args) -> FsStat3Res {

@@ -39,10 +39,32 @@ pub(crate) struct HandleCache {
     inner: Mutex<[Generation; 2]>,
 }
 
+/// A hasher for keys that are already hashes (xxh3 of the path): they are used as they are.
+/// Hashing them again (SipHash, the default) cost as much as the rest of an insert.
+#[derive(Default)]
+struct PathHashHasher(u64);
+
+impl std::hash::Hasher for PathHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u64` is used (the keys are u64); anything else is folded in.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, v: u64) {
+        self.0 = v;
+    }
+}
+
 #[derive(Default)]
 struct Generation {
     /// Path hash to the path's place in `paths`.
-    map: HashMap<u64, (u32, u32)>,
+    map: HashMap<u64, (u32, u32), std::hash::BuildHasherDefault<PathHashHasher>>,
     paths: Vec<u8>,
 }
 
@@ -56,10 +78,13 @@ impl Generation {
         self.paths.get(at as usize..at as usize + len as usize)
     }
 
+    /// Whether it holds `path` under `hash`.
+    fn holds(&self, hash: u64, path: &[u8]) -> bool {
+        self.path(hash) == Some(path)
+    }
+
+    /// Add `path` under `hash`, which it does not hold yet.
     fn insert(&mut self, hash: u64, path: &[u8]) {
-        if self.path(hash) == Some(path) {
-            return;
-        }
         let (Ok(at), Ok(len)) = (u32::try_from(self.paths.len()), u32::try_from(path.len())) else {
             return;
         };
@@ -87,11 +112,15 @@ impl HandleCache {
     }
 
     pub(crate) fn insert(&self, path: &RelPath) {
-        let bytes = path.as_bytes();
-        let hash = path_hash(path);
+        self.insert_hashed(path_hash(path), path.as_bytes());
+    }
+
+    /// [`HandleCache::insert`] of the path `bytes` (those of a valid [`RelPath`]), whose
+    /// [`path_hash`] is `hash`.
+    pub(crate) fn insert_hashed(&self, hash: u64, bytes: &[u8]) {
         let mut g = self.lock();
         let [young, old] = &mut *g;
-        if young.path(hash) == Some(bytes) {
+        if young.holds(hash, bytes) {
             return;
         }
         if young.bytes() + bytes.len() + HANDLE_OVERHEAD > self.max_bytes / 2

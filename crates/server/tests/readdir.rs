@@ -259,6 +259,24 @@ async fn readdir_errors() {
     };
     assert_eq!(readdir(&file, 4096).await, NfsStat3::NotDir);
     assert_eq!(readdir(&dir, 10).await, NfsStat3::TooSmall);
+    // READDIRPLUS too: not even `.` fits in 100 bytes beside the directory's attributes, and
+    // the failure still carries them.
+    let plus = m
+        .nfs
+        .readdirplus(&ReadDirPlus3Args {
+            dir: dir.clone(),
+            cookie: 0,
+            cookieverf: [0; 8],
+            dircount: 100,
+            maxcount: 100,
+        })
+        .await
+        .unwrap();
+    assert_eq!(plus.status(), NfsStat3::TooSmall);
+    match plus {
+        ReadDirPlus3Res::Fail(_, fail) => assert!(fail.dir_attributes.0.is_some()),
+        ReadDirPlus3Res::Ok(_) => unreachable!(),
+    }
     let user = srv.mount_as(1000, 1000).await;
     std::fs::create_dir(t.path().join("private")).unwrap();
     use std::os::unix::fs::PermissionsExt;
