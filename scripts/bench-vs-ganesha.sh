@@ -20,32 +20,9 @@ for tool in nfs-cat ganesha.nfsd rpcbind iperf3 cargo; do
 done
 [ "$(id -u)" -eq 0 ] || die "run as root (nfs-ganesha's VFS export needs it)"
 
-PIDS=()
-WORK=""
-G_KIT_IN=""
-G_KIT_PID=""
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    # Closing its stdin (after the children that inherited it are gone) stops the kit's ganesha.
-    if [ -n "$G_KIT_IN" ]; then
-        exec {G_KIT_IN}>&-
-        for _ in $(seq 1 300); do
-            kill -0 "$G_KIT_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-    fi
-    [ -n "$WORK" ] && rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
+trap bench_cleanup EXIT
 
 echo "building mountshare and the test kit's ganesha runner (release)..." >&2
 (cd "$REPO" && cargo build --release -p mountshare --quiet \

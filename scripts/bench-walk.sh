@@ -42,34 +42,11 @@ done
 [ "$(id -u)" -eq 0 ] || die "run as root (nfs-ganesha's VFS export needs it)"
 [[ "$WARM" =~ ^[1-9][0-9]*$ ]] || die "WARM must be a positive number, not $WARM"
 
-PIDS=()
-WORK=""
-G_KIT_IN=""
-G_KIT_PID=""
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    # Closing its stdin (after the children that inherited it are gone) stops the kit's ganesha
-    # and the rpcbind it started.
-    if [ -n "$G_KIT_IN" ]; then
-        exec {G_KIT_IN}>&-
-        for _ in $(seq 1 300); do
-            kill -0 "$G_KIT_PID" 2>/dev/null || break
-            sleep 0.1
-        done
-    fi
-    [ -n "$WORK" ] && rm -rf "$WORK"
-}
-trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
+trap bench_cleanup EXIT
 
 say "building mountshare and the test kit's runners (release)..."
 (cd "$REPO" && cargo build --release -q -p mountshare \
