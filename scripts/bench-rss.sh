@@ -7,7 +7,8 @@
 #
 #   scripts/bench-rss.sh [-- SERVE_FLAGS...]      e.g. scripts/bench-rss.sh -- --dir-cache 4MiB
 #
-# TREE, DIRS, FILES, WALKS and PORT change the parameters. Needs about 1 million free inodes.
+# TREE, DIRS, FILES, WALKS and PORT change the parameters; BIN=PATH measures another build of
+# mountshare (the static musl binary of scripts/build-static, say). Needs about 1 million free inodes.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
@@ -20,9 +21,9 @@ PORT="${PORT:-}"
 [ "${1:-}" = "--" ] && shift
 
 cd "$REPO"
-cargo build --release -q -p mountshare
+[ -n "${BIN:-}" ] || cargo build --release -q -p mountshare
 cargo run --release -q -p mountshare-testkit --example wide_tree -- "$TREE" "$DIRS" "$FILES"
-BIN="$TARGET/release/mountshare"
+BIN="${BIN:-$TARGET/release/mountshare}"
 
 die() { echo "bench-rss: $*" >&2; exit 1; }
 # shellcheck source=scripts/bench-lib.sh
