@@ -31,26 +31,9 @@ done
 [ "$(id -u)" -eq 0 ] || die "run as root (FUSE with allow_other, and dropping the page cache)"
 [ -e /dev/fuse ] || die "/dev/fuse is missing"
 
-PIDS=()
-WORK=""
-MNT=""
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    if [ -n "$MNT" ] && grep -q " $MNT " /proc/self/mountinfo; then
-        fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
-    fi
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    [ -n "$WORK" ] && rm -rf "$WORK"
-}
-trap cleanup EXIT
-
 # shellcheck source=scripts/bench-lib.sh
 . "$(dirname "$0")/bench-lib.sh"
+trap bench_cleanup EXIT
 drop_caches() { sync; echo 3 > /proc/sys/vm/drop_caches; }
 
 echo "building mountshare and the test kit's origin (release)..." >&2
@@ -78,7 +61,7 @@ wait_port "$HTTP_PORT"
 rclone mount :http: "$MNT" --http-url "http://127.0.0.1:$HTTP_PORT/" --read-only --allow-other \
     --vfs-cache-mode off --config "$WORK/rclone.conf" --log-file "$WORK/rclone.log" --log-level INFO &
 PIDS+=($!)
-for i in $(seq 1 300); do
+for _ in $(seq 1 300); do
     grep -q " $MNT .* - fuse.rclone " /proc/self/mountinfo && break
     sleep 0.1
 done

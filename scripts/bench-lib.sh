@@ -10,8 +10,7 @@ free_port() {
     done
 }
 wait_port() {
-    local i
-    for i in $(seq 1 300); do
+    for _ in $(seq 1 300); do
         port_is_free "$1" || return 0
         sleep 0.1
     done
@@ -20,10 +19,11 @@ wait_port() {
 now() { date +%s.%N; }
 
 # What a script started, stopped by bench_cleanup (installed as the EXIT trap): the PIDs of its
-# servers, its scratch directory, and the test kit's ganesha (the write end of its stdin, and its
-# PID).
+# servers, a FUSE mount point, its scratch directory, and the test kit's ganesha (the write end of
+# its stdin, and its PID).
 PIDS=()
 WORK=""
+MNT=""
 G_KIT_IN=""
 G_KIT_PID=""
 bench_cleanup() {
@@ -31,6 +31,9 @@ bench_cleanup() {
     for pid in "${PIDS[@]}"; do
         kill "$pid" 2>/dev/null || true
     done
+    if [ -n "$MNT" ] && grep -q " $MNT " /proc/self/mountinfo; then
+        fusermount3 -u "$MNT" 2>/dev/null || umount -l "$MNT" 2>/dev/null || true
+    fi
     for pid in "${PIDS[@]}"; do
         wait "$pid" 2>/dev/null || true
     done
