@@ -13,6 +13,11 @@ pub enum FsError {
     /// A name is longer than [`crate::MAX_NAME_LEN`].
     #[error("name too long")]
     NameTooLong,
+    /// The object is gone from the backend, but its directory's listing, which still holds
+    /// it, lost most of its entries at once: a loss held back until it lasts (the backend may
+    /// be restarting). Clients are told to retry, not that it is gone.
+    #[error("gone while its directory's loss is held back")]
+    Withheld,
 }
 
 /// A host errno with a readable form.

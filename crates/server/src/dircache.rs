@@ -557,6 +557,53 @@ pub(crate) struct FreshnessStats {
     pub refresh_failures: u64,
 }
 
+/// Entries of a listing in hand small enough that its refresh runs in the calling thread.
+const INLINE_ENTRIES: usize = 256;
+
+/// A listing to make, and what it is for.
+struct Job {
+    pending: Arc<Pending>,
+    backend: Arc<dyn Backend>,
+    path: RelPath,
+    attr: Attr,
+    with_attrs: bool,
+    first: bool,
+}
+
+impl Job {
+    fn run(self, shared: &Shared) {
+        let listed = shared.list(
+            self.backend.as_ref(),
+            &self.path,
+            &self.attr,
+            self.with_attrs,
+        );
+        shared.refreshed(&self.path, listed, self.first);
+        self.pending.finish();
+    }
+}
+
+/// What a call found of the refresh it found due.
+enum Refresh {
+    /// One is under way, to wait for ([`REFRESH_WAIT`] at most).
+    UnderWay(Arc<Pending>),
+    /// The call makes it, now.
+    Mine(Job),
+    /// None can be started now (too many under way).
+    Nothing,
+}
+
+impl Refresh {
+    /// Make it, or wait for it a moment.
+    fn finish(self, shared: &Shared) {
+        match self {
+            Refresh::UnderWay(p) => p.wait(REFRESH_WAIT),
+            Refresh::Mine(job) => job.run(shared),
+            Refresh::Nothing => {}
+        }
+    }
+}
+
 /// A listing under way, that calls may wait for.
 #[derive(Debug, Default)]
 struct Pending {
@@ -728,8 +775,11 @@ impl Shared {
         Ok(DirSnapshot::new(arrived, attr, Some(self.spare.clone())))
     }
 
-    /// Start a refresh of `path` on its own thread, unless one is under way or too many are;
-    /// what a call may wait for. `first`: there is no snapshot yet.
+    /// Start a refresh of `path`, unless one is under way: on a thread of its own, or, for a
+    /// directory whose listing in hand is small ([`INLINE_ENTRIES`]), as the calling thread's
+    /// [`Job`] (a thread per small directory costs more than its listing). `first`: there is
+    /// no snapshot yet.
+    #[allow(clippy::too_many_arguments)]
     fn start(
         self: &Arc<Self>,
         inner: &mut Inner,
@@ -738,41 +788,54 @@ impl Shared {
         attr: &Attr,
         due: Due,
         first: bool,
-    ) -> Option<Arc<Pending>> {
+    ) -> Refresh {
         let under_way = if first {
             inner.firsts.get(path).cloned()
         } else {
             inner.map.get(path).and_then(|s| s.refresh.clone())
         };
-        if under_way.is_some() {
-            return under_way;
-        }
-        if self.refreshing.fetch_add(1, Ordering::AcqRel) >= MAX_REFRESHING {
-            self.refreshing.fetch_sub(1, Ordering::AcqRel);
-            return None;
+        if let Some(p) = under_way {
+            return Refresh::UnderWay(p);
         }
         let pending = Arc::new(Pending::default());
-        let (shared, backend, path2, attr) =
-            (self.clone(), backend.clone(), path.clone(), attr.clone());
-        let job = pending.clone();
-        let spawned = std::thread::Builder::new()
-            .name("dir-refresh".into())
-            .spawn(move || {
-                let listed = shared.list(backend.as_ref(), &path2, &attr, due == Due::Attrs);
-                shared.refreshed(&path2, listed, first);
-                shared.refreshing.fetch_sub(1, Ordering::AcqRel);
-                job.finish();
-            });
-        if spawned.is_err() {
-            self.refreshing.fetch_sub(1, Ordering::AcqRel);
-            return None;
-        }
+        let job = Job {
+            pending: pending.clone(),
+            backend: backend.clone(),
+            path: path.clone(),
+            attr: attr.clone(),
+            with_attrs: due == Due::Attrs,
+            first,
+        };
+        let small = inner
+            .map
+            .get(path)
+            .is_some_and(|s| s.snap.len() <= INLINE_ENTRIES);
+        let refresh = if !first && small {
+            Refresh::Mine(job)
+        } else {
+            if self.refreshing.fetch_add(1, Ordering::AcqRel) >= MAX_REFRESHING {
+                self.refreshing.fetch_sub(1, Ordering::AcqRel);
+                return Refresh::Nothing;
+            }
+            let shared = self.clone();
+            let spawned = std::thread::Builder::new()
+                .name("dir-refresh".into())
+                .spawn(move || {
+                    job.run(&shared);
+                    shared.refreshing.fetch_sub(1, Ordering::AcqRel);
+                });
+            if spawned.is_err() {
+                self.refreshing.fetch_sub(1, Ordering::AcqRel);
+                return Refresh::Nothing;
+            }
+            Refresh::UnderWay(pending.clone())
+        };
         if first {
-            inner.firsts.insert(path.clone(), pending.clone());
+            inner.firsts.insert(path.clone(), pending);
         } else if let Some(slot) = inner.map.get_mut(path) {
-            slot.refresh = Some(pending.clone());
+            slot.refresh = Some(pending);
         }
-        Some(pending)
+        refresh
     }
 
     /// What a listing of `path` made beside the calls found: published, or held back.
@@ -980,11 +1043,9 @@ impl DirCache {
                         return Ok(slot.snap.clone());
                     }
                     let snap = slot.snap.clone();
-                    let pending = shared.start(&mut inner, backend, path, attr, due, false);
+                    let refresh = shared.start(&mut inner, backend, path, attr, due, false);
                     drop(inner);
-                    if let Some(p) = pending {
-                        p.wait(REFRESH_WAIT);
-                    }
+                    refresh.finish(shared);
                     let inner = shared.lock();
                     return Ok(inner.map.get(path).map_or(snap, |s| s.snap.clone()));
                 }
@@ -1018,7 +1079,7 @@ impl DirCache {
     ) -> Option<u64> {
         let shared = &self.shared;
         let now = Instant::now();
-        let pending = {
+        let refresh = {
             let mut inner = shared.lock();
             inner.tick += 1;
             let tick = inner.tick;
@@ -1039,9 +1100,7 @@ impl DirCache {
                 }
             }
         };
-        if let Some(p) = pending {
-            p.wait(REFRESH_WAIT);
-        }
+        refresh.finish(shared);
         let inner = shared.lock();
         match inner.map.get(path) {
             Some(slot) => Some(slot.snap.change),
@@ -1082,6 +1141,16 @@ impl DirCache {
                 self.snapshot(backend, path, attr, Want::Names)
             }
         }
+    }
+
+    /// Whether the listing of `dir` served now holds `name` while a loss of most of its
+    /// entries is held back: a lookup of `name` that the backend cannot find then waits.
+    pub(crate) fn withholds(&self, dir: &RelPath, name: &[u8]) -> bool {
+        let inner = self.shared.lock();
+        inner
+            .map
+            .get(dir)
+            .is_some_and(|s| s.held > 0 && s.snap.contains(name))
     }
 
     /// The fingerprint last known of the directory whose path hashes to `hash`, without
@@ -1433,7 +1502,9 @@ mod tests {
 
     #[test]
     fn a_call_is_answered_from_the_listing_in_hand_while_a_refresh_hangs() {
-        let (t, fs) = tree(&["a"], 5);
+        // Large enough to be refreshed beside the calls (a small one is refreshed by the call).
+        const N: usize = INLINE_ENTRIES + 1;
+        let (t, fs) = tree(&["a"], N);
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
         let c = refreshing(cache(16 << 20), Duration::ZERO);
@@ -1461,7 +1532,7 @@ mod tests {
             c.snapshot(&dynb(&fs), &a, &attr, Want::Names)
                 .unwrap()
                 .len(),
-            6
+            N + 1
         );
     }
 
@@ -1487,12 +1558,15 @@ mod tests {
             assert_eq!(c.change(&dynb(&fs), &a, &attr), Some(full.change()));
         }
         assert_eq!(c.stats().shrinks_held, u64::from(HOLD_REFRESHES - 1));
+        // Its names are withheld from lookups that the backend cannot answer meanwhile.
+        assert!(c.withholds(&a, b"name-3") && !c.withholds(&a, b"name-10"));
         // It comes back: nothing changed, as far as clients could tell.
         std::fs::remove_dir(t.path().join("a")).unwrap();
         std::fs::rename(&away, t.path().join("a")).unwrap();
         let attr = fs.stat(&a).unwrap();
         assert_eq!(c.change(&dynb(&fs), &a, &attr), Some(full.change()));
         assert_eq!(c.stats().changes, 0);
+        assert!(!c.withholds(&a, b"name-3"), "nothing held back any more");
         // A failing listing keeps the one in hand too.
         fs.inject(
             Op::ReadDir,

@@ -136,6 +136,7 @@ fn map(err: &FsError) -> NfsStat3 {
         // A name that cannot be one component (a `/` in it, NUL, empty) names nothing here.
         FsError::InvalidName => NfsStat3::NoEnt,
         FsError::NameTooLong => NfsStat3::NameTooLong,
+        FsError::Withheld => NfsStat3::Jukebox,
         FsError::Os(e) => match Errno::from_raw_os_error(e.0) {
             Errno::NOENT => NfsStat3::NoEnt,
             Errno::NOTDIR => NfsStat3::NotDir,

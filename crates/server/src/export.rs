@@ -199,8 +199,14 @@ impl Export {
     /// times the backend reports (frozen by some FUSE file systems, "now" on every request by
     /// some WebDAV servers). Asking for them refreshes the listing when it is older than the
     /// refresh interval; a directory never listed reports the backend's times until it is.
+    ///
+    /// An object the backend cannot find while its directory's listing, which still holds it,
+    /// has a loss held back ([`FsError::Withheld`]) is not reported gone: the client retries.
     pub(crate) fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
-        let attr = self.backend.stat(path)?;
+        let attr = self
+            .backend
+            .stat(path)
+            .map_err(|e| self.withheld(path, e))?;
         if !attr.is_dir() {
             return Ok(attr);
         }
@@ -208,6 +214,17 @@ impl Export {
             Some(change) => dircache::with_change(attr, change),
             None => attr,
         })
+    }
+
+    /// `e`, or [`FsError::Withheld`] when it says `path` is gone while its directory's
+    /// listing holds it back from a loss.
+    fn withheld(&self, path: &RelPath, e: FsError) -> FsError {
+        let gone = e.errno() == Some(rustix::io::Errno::NOENT.raw_os_error());
+        if gone && !path.is_root() && self.dirs.withholds(&path.parent(), path.file_name()) {
+            FsError::Withheld
+        } else {
+            e
+        }
     }
 
     /// The attributes of `path` as the backend gives them, for a call that takes a
