@@ -184,4 +184,31 @@ mod tests {
             "mountshare attach --server nfs.example:2049 --export / --target /mnt/dfs"
         );
     }
+
+    #[test]
+    fn every_line_carries_attachs_freshness_options() {
+        let l = mount_lines(&LineInputs {
+            host: "10.0.0.7",
+            ip: "10.0.0.7".parse().unwrap(),
+            nfs_port: 2049,
+            mount_port: 2049,
+            export: "/",
+            target: "/mnt/dfs",
+        });
+        let fresh = "lookupcache=positive,acdirmin=1,acdirmax=2";
+        assert!(
+            l.options.ends_with(&format!("retrans=2,{fresh}")),
+            "{}",
+            l.options
+        );
+        assert!(l.kernel.contains(fresh), "{}", l.kernel);
+        assert!(l.mount2.data.ends_with(fresh), "{}", l.mount2.data);
+        assert!(
+            l.persistent_volume.contains(
+                "    - lookupcache=positive\n    - acdirmin=1\n    - acdirmax=2\n  nfs:\n"
+            ),
+            "{}",
+            l.persistent_volume
+        );
+    }
 }

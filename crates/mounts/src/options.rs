@@ -15,6 +15,14 @@ pub const DEFAULT_TIMEO: u32 = 50;
 /// Default `retrans`: with TCP's linear back-off (5 s, 10 s, 15 s) a soft mount returns EIO after
 /// about 30 s against a dead server.
 pub const DEFAULT_RETRANS: u32 = 2;
+/// Default `lookupcache`: only names found are cached, so a name looked up before it existed is
+/// asked of the server again at its next lookup instead of staying "not found".
+pub const DEFAULT_LOOKUPCACHE: &str = "positive";
+/// Default `acdirmin`, in seconds (the kernel's is 30).
+pub const DEFAULT_ACDIRMIN: u32 = 1;
+/// Default `acdirmax`, in seconds (the kernel's is 60): a directory's attributes, and so its
+/// cached listing, are trusted for at most this long before the client asks again.
+pub const DEFAULT_ACDIRMAX: u32 = 2;
 
 /// Options that `attach` sets itself and a user may not override.
 const RESERVED: &[&str] = &[
@@ -172,6 +180,12 @@ impl NfsOptions {
                     .ok_or_else(|| OptionsError::Malformed(opt.to_owned()))
             };
             match (key, value) {
+                // Their values decide which of the freshness defaults still apply.
+                ("acdirmin" | "acdirmax" | "actimeo", _)
+                    if value.and_then(|v| v.parse::<u32>().ok()).is_none() =>
+                {
+                    return Err(OptionsError::Malformed(opt.to_owned()))
+                }
                 ("ro", None) => o.flags.read_only = true,
                 ("rw", None) => o.flags.read_only = false,
                 ("suid", None) => o.flags.nosuid = false,
@@ -191,6 +205,56 @@ impl NfsOptions {
             }
         }
         Ok(o)
+    }
+
+    /// The directory freshness options `attach` adds after its own: `lookupcache=positive`,
+    /// `acdirmin=1` and `acdirmax=2`, minus every one the user's options replace.
+    ///
+    /// - `lookupcache=...` replaces ours.
+    /// - `actimeo=N` and `noac` set both directory timeouts: neither of ours is added.
+    /// - `acdirmin=N` replaces our `acdirmin`; our `acdirmax` stays unless it is below N.
+    /// - `acdirmax=N` replaces our `acdirmax`; our `acdirmin` stays unless it is above N.
+    ///
+    /// So no option is given twice and the pair never contradicts itself; a timeout of ours that
+    /// is dropped is the kernel's default (30 s and 60 s), so set both if you set one above ours.
+    pub fn freshness(&self) -> Vec<String> {
+        let mut lookupcache = false;
+        let mut both = false;
+        // `Some(None)`: given, with a value that is not a number (only possible when `extra`
+        // was not made by `parse`); then the other one of ours is dropped as well.
+        let mut min: Option<Option<u32>> = None;
+        let mut max: Option<Option<u32>> = None;
+        for opt in &self.extra {
+            let (key, value) = match opt.split_once('=') {
+                Some((k, v)) => (k, Some(v)),
+                None => (opt.as_str(), None),
+            };
+            let n = || value.and_then(|v| v.parse::<u32>().ok());
+            match key {
+                "lookupcache" => lookupcache = true,
+                "actimeo" | "noac" => both = true,
+                "acdirmin" => min = Some(n()),
+                "acdirmax" => max = Some(n()),
+                _ => {}
+            }
+        }
+        let mut out = Vec::new();
+        if !lookupcache {
+            out.push(format!("lookupcache={DEFAULT_LOOKUPCACHE}"));
+        }
+        if !both {
+            let keep_min =
+                min.is_none() && max.is_none_or(|m| m.is_some_and(|m| DEFAULT_ACDIRMIN <= m));
+            let keep_max =
+                max.is_none() && min.is_none_or(|m| m.is_some_and(|m| m <= DEFAULT_ACDIRMAX));
+            if keep_min {
+                out.push(format!("acdirmin={DEFAULT_ACDIRMIN}"));
+            }
+            if keep_max {
+                out.push(format!("acdirmax={DEFAULT_ACDIRMAX}"));
+            }
+        }
+        out
     }
 }
 
@@ -223,6 +287,7 @@ impl MountSpec {
             format!("timeo={}", o.timeo),
             format!("retrans={}", o.retrans),
         ];
+        options.extend(o.freshness());
         options.extend(o.extra.iter().cloned());
         Self {
             source: source_for(ip, export),
@@ -315,7 +380,8 @@ mod tests {
         assert_eq!(
             spec.data_string(),
             "vers=3,proto=tcp,mountproto=tcp,addr=10.0.0.5,mountaddr=10.0.0.5,port=2049,\
-             mountport=2049,nolock,nosharecache,soft,timeo=50,retrans=2"
+             mountport=2049,nolock,nosharecache,soft,timeo=50,retrans=2,\
+             lookupcache=positive,acdirmin=1,acdirmax=2"
         );
         assert!(spec.flags.read_only && spec.flags.nosuid && spec.flags.nodev);
     }
@@ -330,7 +396,7 @@ mod tests {
         assert_eq!(spec.source, "[fd00::1]:/media");
         assert!(spec
             .data_string()
-            .ends_with(",hard,timeo=600,retrans=2,actimeo=1"));
+            .ends_with(",hard,timeo=600,retrans=2,lookupcache=positive,actimeo=1"));
         assert_eq!(
             NfsOptions::parse("port=111"),
             Err(OptionsError::Reserved("port=111".into()))
@@ -343,6 +409,100 @@ mod tests {
             NfsOptions::parse("timeo=x"),
             Err(OptionsError::Malformed("timeo=x".into()))
         );
+    }
+
+    /// The data string's options after `retrans=`: the freshness defaults left, then the user's.
+    fn tail(user: &str) -> String {
+        let o = NfsOptions::parse(user).unwrap();
+        let data = MountSpec::new("10.0.0.5:2049".parse().unwrap(), "/", &o).data_string();
+        let (_, tail) = data.split_once(",retrans=2").unwrap();
+        tail.trim_start_matches(',').to_owned()
+    }
+
+    #[test]
+    fn freshness_defaults_yield_to_the_users_options() {
+        let ours = "lookupcache=positive,acdirmin=1,acdirmax=2";
+        assert_eq!(tail(""), ours);
+        // Options unrelated to freshness change nothing.
+        assert_eq!(tail("rsize=1048576,ac"), format!("{ours},rsize=1048576,ac"));
+        // lookupcache replaces ours, whatever its value.
+        assert_eq!(
+            tail("lookupcache=all"),
+            "acdirmin=1,acdirmax=2,lookupcache=all"
+        );
+        assert_eq!(
+            tail("lookupcache=none"),
+            "acdirmin=1,acdirmax=2,lookupcache=none"
+        );
+        // actimeo and noac set both directory timeouts: neither of ours stays.
+        assert_eq!(tail("actimeo=3"), "lookupcache=positive,actimeo=3");
+        assert_eq!(tail("actimeo=0"), "lookupcache=positive,actimeo=0");
+        assert_eq!(tail("noac"), "lookupcache=positive,noac");
+        assert_eq!(tail("noac,lookupcache=none"), "noac,lookupcache=none");
+        // acdirmin replaces ours; our acdirmax stays while it is not below it.
+        assert_eq!(
+            tail("acdirmin=2"),
+            "lookupcache=positive,acdirmax=2,acdirmin=2"
+        );
+        assert_eq!(
+            tail("acdirmin=0"),
+            "lookupcache=positive,acdirmax=2,acdirmin=0"
+        );
+        assert_eq!(tail("acdirmin=5"), "lookupcache=positive,acdirmin=5");
+        // acdirmax replaces ours; our acdirmin stays while it is not above it.
+        assert_eq!(
+            tail("acdirmax=10"),
+            "lookupcache=positive,acdirmin=1,acdirmax=10"
+        );
+        assert_eq!(tail("acdirmax=0"), "lookupcache=positive,acdirmax=0");
+        // Both given: both are the user's.
+        assert_eq!(
+            tail("acdirmax=10,acdirmin=5,lookupcache=all"),
+            "acdirmax=10,acdirmin=5,lookupcache=all"
+        );
+        // No option appears twice, whatever the user gives.
+        for user in [
+            "",
+            "acdirmin=5",
+            "acdirmax=1",
+            "actimeo=3",
+            "noac",
+            "lookupcache=all",
+        ] {
+            let t = tail(user);
+            let keys: Vec<&str> = t.split(',').map(|o| o.split('=').next().unwrap()).collect();
+            let mut unique = keys.clone();
+            unique.sort_unstable();
+            unique.dedup();
+            assert_eq!(keys.len(), unique.len(), "{user:?}: {t}");
+        }
+    }
+
+    #[test]
+    fn freshness_timeouts_must_be_numbers() {
+        for bad in [
+            "acdirmin=x",
+            "acdirmax=",
+            "actimeo",
+            "acdirmin=-1",
+            "actimeo=1s",
+        ] {
+            assert_eq!(
+                NfsOptions::parse(bad),
+                Err(OptionsError::Malformed(bad.into())),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn freshness_of_options_not_made_by_parse() {
+        // A value that is not a number drops the other one of ours too: nothing to compare.
+        let o = NfsOptions {
+            extra: vec!["acdirmin=soon".into()],
+            ..NfsOptions::default()
+        };
+        assert_eq!(o.freshness(), vec!["lookupcache=positive".to_owned()]);
     }
 
     #[test]

@@ -22,8 +22,10 @@ pub struct AttachArgs {
     /// Path exported by the server.
     #[arg(long, default_value = "/")]
     export: String,
-    /// Extra mount options, comma-separated (e.g. "hard", "rw", "timeo=100", "actimeo=1").
-    /// Defaults: ro,nosuid,nodev,soft,timeo=50,retrans=2.
+    /// Extra mount options, comma-separated (e.g. "hard", "rw", "timeo=100", "acdirmax=5").
+    /// Defaults: ro,nosuid,nodev,soft,timeo=50,retrans=2 and, so that new entries show within
+    /// seconds, lookupcache=positive,acdirmin=1,acdirmax=2; an option given here replaces the
+    /// default it contradicts (actimeo and noac replace both acdir ones).
     #[arg(long, value_name = "OPTS", default_value = "")]
     mount_options: String,
     /// MOUNT's port, for servers that serve it apart from NFS (nfs-ganesha, the kernel's nfsd;

@@ -150,6 +150,14 @@ pub struct ServeArgs {
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
     pub dir_cache: usize,
 
+    /// How old a directory's listing may get before a client asking for the directory's
+    /// attributes or entries has it listed again, beside the call (answered from the listing
+    /// in hand unless the new one is ready within 100 ms). A directory's mtime and ctime are
+    /// made of its listing's names, so clients see a change exactly when there is one. With
+    /// nothing changing, the backend sees at most one listing per directory per interval.
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_refresh_interval)]
+    pub refresh_interval: Duration,
+
     /// Memory for free READ buffers kept for reuse.
     #[arg(long, value_name = "SIZE", default_value = "16MiB", value_parser = parse_bytes)]
     pub read_buffer_pool: usize,
@@ -196,6 +204,7 @@ fn server_config(args: &ServeArgs) -> ServerConfig {
         directories: args.dir_cache,
         read_buffers: args.read_buffer_pool,
         pipes: args.pipe_pool,
+        refresh_interval: args.refresh_interval,
     };
     config
 }
@@ -242,6 +251,15 @@ fn raise_descriptor_limit() {
             tracing::warn!(error = %e, "cannot raise the limit on open files; connections past it wait in the listen backlog");
         }
     }
+}
+
+/// From 100 ms to an hour.
+fn parse_refresh_interval(text: &str) -> Result<Duration, String> {
+    let d = mountshare_units::parse_duration(text)?;
+    if !(Duration::from_millis(100)..=Duration::from_secs(3600)).contains(&d) {
+        return Err("must be from 100ms to 1h".into());
+    }
+    Ok(d)
 }
 
 fn parse_timeout(text: &str) -> Result<Duration, String> {

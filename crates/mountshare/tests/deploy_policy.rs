@@ -474,6 +474,14 @@ fn nfs_mount_options_give_equal_port_and_mountport_and_the_pinned_ip() {
                 !opts.iter().any(|o| o == "hard"),
                 "{who}: hard mounts hang pods in state D"
             );
+            // Freshness, as attach mounts: new items visible within seconds, not a minute.
+            assert_eq!(
+                get("lookupcache").as_deref(),
+                Some("positive"),
+                "{who}: lookupcache=positive (a name not found is asked again, never cached)"
+            );
+            assert_eq!(get("acdirmin").as_deref(), Some("1"), "{who}: acdirmin=1");
+            assert_eq!(get("acdirmax").as_deref(), Some("2"), "{who}: acdirmax=2");
             let server = pv["spec"]["nfs"]["server"].as_str().unwrap();
             assert!(
                 server.parse::<std::net::IpAddr>().is_ok(),

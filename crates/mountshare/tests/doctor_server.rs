@@ -121,21 +121,24 @@ fn healthy_mountshare_server_passes_every_step_and_gets_one_port_mount_lines() {
     );
     assert!(kernel.starts_with("mount -t nfs -o "));
     assert!(kernel.ends_with(" 127.0.0.1:/ /mnt/dfs"));
+    // The freshness options attach mounts with, in every line.
+    let fresh = "lookupcache=positive,acdirmin=1,acdirmax=2";
+    assert!(kernel.contains(fresh), "{kernel}");
     let data = lines["mount2"]["data"].as_str().unwrap();
     assert!(
         data.contains("addr=127.0.0.1") && data.contains(&format!("mountport={port}")),
         "{data}"
     );
+    assert!(data.contains(fresh), "{data}");
     assert_eq!(lines["mount2"]["source"], "127.0.0.1:/");
     assert_eq!(
         lines["attach"],
         format!("mountshare attach --server 127.0.0.1:{port} --export / --target /mnt/dfs")
     );
     assert!(!lines["attach"].as_str().unwrap().contains("--mount-port"));
-    assert!(lines["persistent_volume"]
-        .as_str()
-        .unwrap()
-        .contains(&format!("- mountport={port}")));
+    let pv = lines["persistent_volume"].as_str().unwrap();
+    assert!(pv.contains(&format!("- mountport={port}")));
+    assert!(pv.contains("- lookupcache=positive\n"), "{pv}");
 
     // The same walk as text.
     let text = doctor(&[&addr, "--portmap-port", &pm]);

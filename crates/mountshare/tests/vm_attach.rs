@@ -15,7 +15,7 @@
 //! - before any mount (the server is not started yet), the agent makes the bare directory mode
 //!   000 and the non-root consumer's `ls` fails with "Permission denied" instead of listing nothing;
 //! - (a) once the server is up the agent mounts, `/readyz` answers 200, and the consumer lists
-//!   exactly the names of the host's tree;
+//!   exactly the names of the host's tree; the mount has attach's freshness options;
 //! - (b) the server is killed with SIGKILL: `/readyz` turns 503 (measured: "detect"), and the
 //!   consumer's `ls` eventually fails; it never lists an empty directory;
 //! - (c) the server is started again on the same port: the same consumer process lists the tree
@@ -164,6 +164,7 @@ say "@@A_READY $(readyz_body 9100)"
 consumer_ls a
 [ "$LS" = "ok $EXPECT" ] || {{ say "@@FAIL (a) consumer sees: $LS"; exit 1; }}
 say "@@A_NODE $(mounts_at /mnt/dfs)"
+say "@@A_OPTS $(grep " /mnt/dfs " /proc/self/mountinfo | tail -n 1 | awk '{{print $NF}}')"
 say "@@A_METRICS $(metrics 9100)"
 say "@@A_DONE"
 host_wait
@@ -410,6 +411,15 @@ fn attach_keeps_consumers_served_across_server_and_agent_restarts() {
         detect <= DETECT_BOUND,
         "(b) readiness turned false only after {detect:?}"
     );
+
+    // (a) the kernel took attach's freshness options (it shows lookupcache=positive as "pos").
+    let opts = one("@@A_OPTS ");
+    for o in ["lookupcache=pos", "acdirmin=1", "acdirmax=2"] {
+        assert!(
+            opts.split(',').any(|x| x == o),
+            "{o} in the mount's options: {opts}"
+        );
+    }
 
     // (d) adopted, not remounted: the node's mount ids are unchanged, no mount was made.
     let before = one("@@D_BEFORE ");

@@ -152,6 +152,9 @@ pub struct CacheLimits {
     /// Zero-copy pipes, free or holding a reply (kernel memory: each pins up to 1 MiB of page
     /// cache); past it, READ copies instead.
     pub pipes: usize,
+    /// How old a directory's listing may get before a call that asks for the directory's
+    /// attributes or entries has it listed again, beside the call (`serve --refresh-interval`).
+    pub refresh_interval: Duration,
 }
 
 impl Default for CacheLimits {
@@ -161,6 +164,7 @@ impl Default for CacheLimits {
             directories: 16 << 20,
             read_buffers: 16 << 20,
             pipes: 32 << 20,
+            refresh_interval: crate::dircache::DEFAULT_REFRESH_INTERVAL,
         }
     }
 }

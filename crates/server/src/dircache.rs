@@ -22,11 +22,12 @@
 //! a quarter of the bound) for the next one: a walk of a large tree replaces every snapshot
 //! every few seconds, and buffers freed and allocated anew by whichever threads ran the calls
 //! fragmented the allocator's per-thread arenas until RSS grew with every walk.
-use crate::handle::name_cookie;
+use crate::handle::{name_cookie, path_hash};
 use mountshare_fs::{Attr, Backend, DirSink, FileKind, FsError, RelPath, Timestamp};
 use mountshare_proto::nfs3::{Fattr3, Ftype3, NfsTime3, SpecData3};
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 /// Bytes counted for a snapshot besides its names and index: the map slot, the `Arc` and the
@@ -113,6 +114,61 @@ impl Attr3 {
             ctime: self.ctime,
         }
     }
+}
+
+impl Attr3 {
+    /// Whether these are a directory's.
+    pub(crate) fn is_dir(&self) -> bool {
+        self.ftype == Ftype3::Dir
+    }
+
+    /// These attributes, with a directory's times made of its listing's fingerprint `change`.
+    pub(crate) fn with_change(mut self, change: u64) -> Attr3 {
+        let t = time3(change_time(change));
+        self.mtime = t;
+        self.ctime = t;
+        self
+    }
+}
+
+/// Seed of the listing fingerprint ("dirchg01"): part of the scheme, the same in every process.
+const CHANGE_SEED: u64 = 0x6469_7263_6867_3031;
+
+/// The fingerprint of a listing: a hash of its names in cookie order, so the same names give
+/// the same value in every process (after a restart, on another replica), and other names
+/// another one. Kinds are not in it: a listing by name carries none, and a directory must get
+/// one value however it was listed.
+fn change_of(store: &Storage) -> u64 {
+    let mut h = xxhash_rust::xxh3::Xxh3::with_seed(CHANGE_SEED);
+    for i in 0..store.cookies.len() {
+        let name = store.name(i);
+        // The length first: ["ab", "c"] and ["a", "bc"] differ.
+        h.update(&(name.len() as u16).to_le_bytes());
+        h.update(name);
+    }
+    h.update(&(store.cookies.len() as u64).to_le_bytes());
+    h.digest()
+}
+
+/// The time a directory with fingerprint `change` reports as its mtime and ctime. The Linux
+/// client drops a directory's cached listing and names when its ctime differs from the one it
+/// holds (larger or smaller: NFSv3 has no ordered change attribute, fs/nfs/inode.c); these
+/// times differ exactly when the listings do. They fall between 2001-09-09 and 2010-03 (28 bits
+/// of seconds from 1,000,000,000, and the nanoseconds: 58 bits of the fingerprint), far from
+/// any clock, so a reader can tell them apart from the backend's own.
+pub(crate) fn change_time(change: u64) -> Timestamp {
+    Timestamp {
+        seconds: 1_000_000_000 + (change >> 36) as i64,
+        nanos: ((change & ((1 << 36) - 1)) % 1_000_000_000) as u32,
+    }
+}
+
+/// `attr`, a directory's, with its times made of its listing's fingerprint `change`.
+pub(crate) fn with_change(mut attr: Attr, change: u64) -> Attr {
+    let t = change_time(change);
+    attr.mtime = t;
+    attr.ctime = t;
+    attr
 }
 
 /// Bytes of one entry's attributes in a snapshot.
@@ -294,9 +350,11 @@ pub(crate) struct DirSnapshot {
     store: Storage,
     /// Where the buffers go when the snapshot is dropped.
     spare: Option<SharedSpare>,
-    mtime: Timestamp,
-    ctime: Timestamp,
+    /// The listing's fingerprint ([`change_of`]): what the directory's times are made of.
+    change: u64,
+    /// The directory's host inode when listed: another one there means another directory.
     ino: u64,
+    /// When it was listed.
     taken: Instant,
 }
 
@@ -343,11 +401,11 @@ impl DirSnapshot {
         if let Some(s) = &spare {
             lock_spare(s).give(arrived.store);
         }
+        let change = change_of(&store);
         DirSnapshot {
             store,
             spare,
-            mtime: attr.mtime,
-            ctime: attr.ctime,
+            change,
             ino: attr.ino,
             taken: Instant::now(),
         }
@@ -414,25 +472,30 @@ impl DirSnapshot {
         self.store.cookies.partition_point(|c| *c <= cookie)
     }
 
-    fn still_valid(&self, attr: &Attr, max_age: Duration) -> bool {
-        self.mtime == attr.mtime
-            && self.ctime == attr.ctime
-            && self.ino == attr.ino
-            && self.taken.elapsed() < max_age
+    /// The listing's fingerprint: the same for the same names, in any process.
+    pub(crate) fn change(&self) -> u64 {
+        self.change
     }
 }
 
-/// Limits of the [`DirCache`].
+/// Limits and timing of the [`DirCache`].
 #[derive(Debug, Clone)]
 pub(crate) struct DirCacheLimits {
     /// Directories kept.
     pub max_dirs: usize,
-    /// Bytes of snapshots kept (a larger snapshot is served from its one read only).
+    /// Bytes of snapshots kept (a larger snapshot is served from its one read only), and of
+    /// the fingerprints remembered of directories whose snapshot is gone.
     pub max_bytes: usize,
-    /// A snapshot is re-read after this long even if the directory's times did not change: some
-    /// FUSE file systems do not update a directory's mtime when its content changes.
-    pub max_age: Duration,
+    /// A directory is listed again, beside the call, when a client asks for its attributes or
+    /// its entries and its last listing is older than this (`serve --refresh-interval`).
+    pub refresh_interval: Duration,
+    /// How long a listing that lost most or all of its entries must hold (over at least
+    /// [`HOLD_REFRESHES`] refreshes) before it is served in place of the previous one.
+    pub shrink_hold: Duration,
 }
+
+/// The default of `serve --refresh-interval`.
+pub const DEFAULT_REFRESH_INTERVAL: Duration = Duration::from_secs(2);
 
 impl Default for DirCacheLimits {
     fn default() -> Self {
@@ -442,29 +505,127 @@ impl Default for DirCacheLimits {
             // call, keeps every folder's snapshot for the next walk.
             max_dirs: 32768,
             max_bytes: 16 << 20,
-            max_age: Duration::from_secs(2),
+            refresh_interval: DEFAULT_REFRESH_INTERVAL,
+            shrink_hold: Duration::from_secs(30),
         }
     }
 }
 
-/// A bounded cache of [`DirSnapshot`]s keyed by directory path.
+/// How long a call waits for the refresh it found due before it is answered from the listing
+/// in hand: a small directory's refresh is done by then, and the call gets it; a large one's
+/// goes on beside, and a later call gets it.
+const REFRESH_WAIT: Duration = Duration::from_millis(100);
+/// How long a call that needs a directory's entries waits for its first listing under way
+/// (the call's own deadline answers its client meanwhile).
+const FIRST_WAIT: Duration = Duration::from_secs(3600);
+/// Refreshes running at once, each on its own thread; past it, a due refresh waits for a later
+/// call (a backend that hangs holds these threads, and no more).
+const MAX_REFRESHING: usize = 8;
+/// Refreshes in a row a shrunken listing must be seen in before it is served.
+pub(crate) const HOLD_REFRESHES: u32 = 3;
+/// Bytes counted for each remembered fingerprint (a hash map slot of two `u64` and its share
+/// of the map's spare room).
+const KNOWN_BYTES: usize = 24;
+
+/// Whether a listing of `new` entries, after one of `old`, lost most or all of them.
+fn shrunk(old: usize, new: usize) -> bool {
+    new.saturating_mul(2) < old
+}
+
+/// What the cache has done, for metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    first: AtomicU64,
+    refreshed: AtomicU64,
+    changes: AtomicU64,
+    held: AtomicU64,
+    failed: AtomicU64,
+}
+
+/// What the cache has done so far (counters).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FreshnessStats {
+    /// Listings of a directory with no snapshot.
+    pub first_listings: u64,
+    /// Listings of a directory to learn whether it changed.
+    pub refreshes: u64,
+    /// Refreshes that found another listing, and published it.
+    pub changes: u64,
+    /// Refreshes whose listing had lost most or all entries, held back.
+    pub shrinks_held: u64,
+    /// Refreshes that failed (the listing in hand kept being served).
+    pub refresh_failures: u64,
+}
+
+/// A listing under way, that calls may wait for.
+#[derive(Debug, Default)]
+struct Pending {
+    done: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Pending {
+    /// Wait until it is done, at most `limit`.
+    fn wait(&self, limit: Duration) {
+        let done = self.done.lock().unwrap_or_else(|e| e.into_inner());
+        let _unused = self
+            .cv
+            .wait_timeout_while(done, limit, |d| !*d)
+            .unwrap_or_else(|e| e.into_inner());
+    }
+
+    fn finish(&self) {
+        *self.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.cv.notify_all();
+    }
+}
+
+/// One directory's snapshot in the cache, and where it stands.
+struct Slot {
+    snap: Arc<DirSnapshot>,
+    /// Use tick, for eviction.
+    used: u64,
+    /// When the directory was last listed (whether or not that listing was published).
+    checked: Instant,
+    /// The refresh under way, if any.
+    refresh: Option<Arc<Pending>>,
+    /// Refreshes in a row whose listing shrank, and since when.
+    held: u32,
+    held_since: Option<Instant>,
+    /// Refreshes in a row that failed, and since when.
+    failed: u32,
+    failed_since: Option<Instant>,
+}
+
+/// A bounded cache of [`DirSnapshot`]s keyed by directory path, refreshed beside the calls.
 pub(crate) struct DirCache {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
     limits: DirCacheLimits,
     inner: Mutex<Inner>,
     spare: SharedSpare,
+    counters: Counters,
+    /// Refresh threads running.
+    refreshing: AtomicUsize,
 }
 
 #[derive(Default)]
 struct Inner {
-    map: HashMap<RelPath, (Arc<DirSnapshot>, u64)>,
+    map: HashMap<RelPath, Slot>,
     bytes: usize,
     entries: usize,
     tick: u64,
-    /// When to look for expired snapshots again (see [`DirCache::insert`]).
-    next_sweep: Option<Instant>,
     /// Directories whose snapshot with attributes was too large to keep, newest last (at most
     /// [`MAX_WIDE_DIRS`]; their paths are not counted in the bound).
     wide: VecDeque<RelPath>,
+    /// First listings under way on a refresh thread (started by a call that wanted only the
+    /// directory's attributes), which a call that needs the entries waits for.
+    firsts: HashMap<RelPath, Arc<Pending>>,
+    /// The fingerprint of every directory listed (by path hash), kept after its snapshot is
+    /// gone: a READDIRPLUS of its parent then gives it the same times as its own GETATTR.
+    known: HashMap<u64, u64>,
 }
 
 impl Inner {
@@ -477,60 +638,79 @@ impl Inner {
         }
     }
 
-    fn remove(&mut self, path: &RelPath) {
-        if let Some((old, _)) = self.map.remove(path) {
-            self.bytes -= old.bytes();
-            self.entries -= old.len();
+    fn remove(&mut self, path: &RelPath) -> Option<Slot> {
+        let old = self.map.remove(path)?;
+        self.bytes -= old.snap.bytes();
+        self.entries -= old.snap.len();
+        Some(old)
+    }
+
+    fn remember(&mut self, path: &RelPath, change: u64, max_known: usize) {
+        if self.known.len() >= max_known && !self.known.contains_key(&path_hash(path)) {
+            // Forget about an eighth, chosen by hash: no order to keep, and no pass per insert.
+            let cut = self.tick;
+            self.known
+                .retain(|k, _| (k ^ cut).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 61 != 0);
         }
+        self.known.insert(path_hash(path), change);
     }
 }
 
-impl DirCache {
-    pub(crate) fn new(limits: DirCacheLimits) -> Self {
-        let spare = Arc::new(Mutex::new(Spare {
-            max_bytes: limits.max_bytes / 4,
-            ..Spare::default()
-        }));
-        DirCache {
-            limits,
-            inner: Mutex::new(Inner::default()),
-            spare,
-        }
-    }
+/// What a call found due for the directory it asked about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Due {
+    Nothing,
+    /// List it again by name: has it changed?
+    Names,
+    /// List it again with attributes (the snapshot has none, or theirs are older than the
+    /// interval, and a READDIRPLUS wants them).
+    Attrs,
+}
 
-    /// Bytes snapshots may hold: the bound less what spare buffers may.
-    fn snapshot_bytes(&self) -> usize {
-        self.limits.max_bytes - self.limits.max_bytes / 4
-    }
-
+impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The snapshot of the directory at `path`, whose current attributes are `attr`. Reads the
-    /// directory when no valid snapshot is cached: with each entry's attributes when they are
-    /// wanted, unless the directory is known to be too large to keep them. A valid snapshot is
-    /// served whatever it holds; the caller stats the entries it holds no attributes for.
-    pub(crate) fn snapshot(
+    /// Bytes snapshots may hold: the bound less what spare buffers may, and what the
+    /// fingerprints remembered take now (at most an eighth).
+    fn snapshot_bytes(&self, inner: &Inner) -> usize {
+        let known = inner.known.len() * KNOWN_BYTES;
+        (self.limits.max_bytes - self.limits.max_bytes / 4).saturating_sub(known)
+    }
+
+    /// Fingerprints remembered: an eighth of the bound.
+    fn max_known(&self) -> usize {
+        (self.limits.max_bytes / 8 / KNOWN_BYTES).max(1)
+    }
+
+    /// What is due for `slot`, for a call that wants `want` of a directory whose inode now is
+    /// `ino`.
+    fn due(&self, slot: &Slot, want: Want, ino: u64, wide: bool, now: Instant) -> Due {
+        let interval = self.limits.refresh_interval;
+        let snap = &slot.snap;
+        let names_due = now.saturating_duration_since(slot.checked) >= interval || snap.ino != ino;
+        if want == Want::Attrs && !wide && snap.len() > 0 {
+            let attrs_old = now.saturating_duration_since(snap.taken) >= interval;
+            if !snap.has_attrs() || attrs_old || names_due {
+                return Due::Attrs;
+            }
+        }
+        if names_due {
+            Due::Names
+        } else {
+            Due::Nothing
+        }
+    }
+
+    /// List `path` now, with each entry's attributes or not.
+    fn list(
         &self,
         backend: &dyn Backend,
         path: &RelPath,
         attr: &Attr,
-        want: Want,
-    ) -> Result<Arc<DirSnapshot>, FsError> {
-        let wide = {
-            let mut inner = self.lock();
-            inner.tick += 1;
-            let tick = inner.tick;
-            if let Some((snap, used)) = inner.map.get_mut(path) {
-                if snap.still_valid(attr, self.limits.max_age) {
-                    *used = tick;
-                    return Ok(snap.clone());
-                }
-            }
-            inner.wide.contains(path)
-        };
-        let with_attrs = want == Want::Attrs && !wide;
+        with_attrs: bool,
+    ) -> Result<DirSnapshot, FsError> {
         let mut arrived = Arrivals::new(Some(&self.spare), with_attrs);
         let listed = if with_attrs {
             backend.read_dir_plus(path, &mut arrived)
@@ -545,35 +725,134 @@ impl DirCache {
             lock_spare(&self.spare).give(arrived.store);
             return Err(e);
         }
-        let snap = Arc::new(DirSnapshot::new(arrived, attr, Some(self.spare.clone())));
-        self.insert(path.clone(), snap.clone());
-        Ok(snap)
+        Ok(DirSnapshot::new(arrived, attr, Some(self.spare.clone())))
     }
 
-    fn insert(&self, path: RelPath, snap: Arc<DirSnapshot>) {
-        let n = snap.bytes();
-        let mut inner = self.lock();
-        inner.remove(&path);
-        // Snapshots too old to be served again only hold memory. Looking for them costs a
-        // pass over the whole cache, so it is done a few times per `max_age`, not per insert: a
-        // walk of a tree of small directories inserts thousands of snapshots a second, and the
-        // passes (a clock read per snapshot) were a fifth of the server's time. Expired
-        // snapshots are never served meanwhile, and the bounds below hold either way.
-        let max_age = self.limits.max_age;
-        let now = Instant::now();
-        if inner.next_sweep.is_none_or(|at| now >= at) {
-            inner.next_sweep = Some(now + max_age / 4);
-            let expired: Vec<RelPath> = inner
-                .map
-                .iter()
-                .filter(|(_, (s, _))| now.saturating_duration_since(s.taken) >= max_age)
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in &expired {
-                inner.remove(k);
-            }
+    /// Start a refresh of `path` on its own thread, unless one is under way or too many are;
+    /// what a call may wait for. `first`: there is no snapshot yet.
+    fn start(
+        self: &Arc<Self>,
+        inner: &mut Inner,
+        backend: &Arc<dyn Backend>,
+        path: &RelPath,
+        attr: &Attr,
+        due: Due,
+        first: bool,
+    ) -> Option<Arc<Pending>> {
+        let under_way = if first {
+            inner.firsts.get(path).cloned()
+        } else {
+            inner.map.get(path).and_then(|s| s.refresh.clone())
+        };
+        if under_way.is_some() {
+            return under_way;
         }
-        let max_bytes = self.snapshot_bytes();
+        if self.refreshing.fetch_add(1, Ordering::AcqRel) >= MAX_REFRESHING {
+            self.refreshing.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        let pending = Arc::new(Pending::default());
+        let (shared, backend, path2, attr) =
+            (self.clone(), backend.clone(), path.clone(), attr.clone());
+        let job = pending.clone();
+        let spawned = std::thread::Builder::new()
+            .name("dir-refresh".into())
+            .spawn(move || {
+                let listed = shared.list(backend.as_ref(), &path2, &attr, due == Due::Attrs);
+                shared.refreshed(&path2, listed, first);
+                shared.refreshing.fetch_sub(1, Ordering::AcqRel);
+                job.finish();
+            });
+        if spawned.is_err() {
+            self.refreshing.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        if first {
+            inner.firsts.insert(path.clone(), pending.clone());
+        } else if let Some(slot) = inner.map.get_mut(path) {
+            slot.refresh = Some(pending.clone());
+        }
+        Some(pending)
+    }
+
+    /// What a listing of `path` made beside the calls found: published, or held back.
+    fn refreshed(&self, path: &RelPath, listed: Result<DirSnapshot, FsError>, first: bool) {
+        let c = &self.counters;
+        if first {
+            c.first.fetch_add(1, Ordering::Relaxed);
+            if let Ok(snap) = listed {
+                self.publish(path.clone(), Arc::new(snap));
+            }
+            self.lock().firsts.remove(path);
+            return;
+        }
+        c.refreshed.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        let hold = self.limits.shrink_hold;
+        let new = {
+            let mut inner = self.lock();
+            let Some(slot) = inner.map.get_mut(path) else {
+                drop(inner);
+                // Evicted meanwhile: what was listed is the directory as it is.
+                if let Ok(snap) = listed {
+                    self.publish(path.clone(), Arc::new(snap));
+                }
+                return;
+            };
+            slot.refresh = None;
+            slot.checked = now;
+            // Seen long enough: refreshes in a row, and for long enough.
+            let enough = |count: &mut u32, since: &mut Option<Instant>| {
+                *count += 1;
+                let since = *since.get_or_insert(now);
+                *count >= HOLD_REFRESHES && now.saturating_duration_since(since) >= hold
+            };
+            if listed.is_ok() {
+                slot.failed = 0;
+                slot.failed_since = None;
+            }
+            match listed {
+                Err(e) => {
+                    c.failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%path, error = %e, "refreshing a directory failed; its listing in hand is served");
+                    if enough(&mut slot.failed, &mut slot.failed_since) {
+                        // Failing for long enough: the next call lists it and gets the error.
+                        inner.remove(path);
+                    }
+                    return;
+                }
+                Ok(snap) if snap.change == slot.snap.change => {
+                    slot.held = 0;
+                    slot.held_since = None;
+                    if !snap.has_attrs() {
+                        return; // Same names: keep the snapshot, with its attributes if any.
+                    }
+                    snap // Same names, with attributes listed anew.
+                }
+                Ok(snap) => {
+                    if shrunk(slot.snap.len(), snap.len())
+                        && !enough(&mut slot.held, &mut slot.held_since)
+                    {
+                        c.held.fetch_add(1, Ordering::Relaxed);
+                        tracing::info!(%path, before = slot.snap.len(), now = snap.len(), "a directory's listing lost most of its entries; serving the previous one until the loss holds");
+                        return;
+                    }
+                    c.changes.fetch_add(1, Ordering::Relaxed);
+                    snap
+                }
+            }
+        };
+        self.publish(path.clone(), Arc::new(new));
+    }
+
+    /// Serve `snap` for `path` from now on.
+    fn publish(&self, path: RelPath, snap: Arc<DirSnapshot>) {
+        let n = snap.bytes();
+        let max_known = self.max_known();
+        let mut inner = self.lock();
+        inner.remember(&path, snap.change, max_known);
+        inner.remove(&path);
+        let max_bytes = self.snapshot_bytes(&inner);
         if snap.has_attrs() {
             if n > max_bytes {
                 // Its names alone may fit: READDIRPLUS lists it by name from now on.
@@ -594,7 +873,20 @@ impl DirCache {
         }
         inner.bytes += n;
         inner.entries += snap.len();
-        inner.map.insert(path, (snap, tick));
+        let checked = snap.taken;
+        inner.map.insert(
+            path,
+            Slot {
+                snap,
+                used: tick,
+                checked,
+                refresh: None,
+                held: 0,
+                held_since: None,
+                failed: 0,
+                failed_since: None,
+            },
+        );
     }
 
     /// Drop the least recently used snapshots until one of `n` bytes fits with a sixteenth of
@@ -608,7 +900,7 @@ impl DirCache {
         let mut by_use: Vec<(u64, usize)> = inner
             .map
             .values()
-            .map(|(s, used)| (*used, s.bytes()))
+            .map(|s| (s.used, s.snap.bytes()))
             .collect();
         by_use.sort_unstable();
         let (mut dirs, mut bytes) = (inner.map.len(), inner.bytes);
@@ -628,27 +920,200 @@ impl DirCache {
             entries,
             ..
         } = inner;
-        map.retain(|_, (s, used)| {
-            let keep = *used > cut;
+        map.retain(|_, s| {
+            let keep = s.used > cut;
             if !keep {
-                *bytes -= s.bytes();
-                *entries -= s.len();
+                *bytes -= s.snap.bytes();
+                *entries -= s.snap.len();
             }
             keep
         });
     }
+}
 
-    /// Bytes (snapshots and spare buffers) and entries held now.
+impl DirCache {
+    pub(crate) fn new(limits: DirCacheLimits) -> Self {
+        let spare = Arc::new(Mutex::new(Spare {
+            max_bytes: limits.max_bytes / 4,
+            ..Spare::default()
+        }));
+        DirCache {
+            shared: Arc::new(Shared {
+                limits,
+                inner: Mutex::new(Inner::default()),
+                spare,
+                counters: Counters::default(),
+                refreshing: AtomicUsize::new(0),
+            }),
+        }
+    }
+
+    #[cfg(test)]
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        self.shared.lock()
+    }
+
+    /// The snapshot of the directory at `path`, whose current attributes are `attr`, for a
+    /// call that needs its entries. The snapshot in hand is served; when it is older than the
+    /// refresh interval (or, for READDIRPLUS, holds no attributes or old ones) the directory
+    /// is listed again beside the call, which waits [`REFRESH_WAIT`] at most for it. With no
+    /// snapshot in hand, the directory is listed now (or the listing under way awaited).
+    pub(crate) fn snapshot(
+        &self,
+        backend: &Arc<dyn Backend>,
+        path: &RelPath,
+        attr: &Attr,
+        want: Want,
+    ) -> Result<Arc<DirSnapshot>, FsError> {
+        let shared = &self.shared;
+        let now = Instant::now();
+        let (pending, wide) = {
+            let mut inner = shared.lock();
+            inner.tick += 1;
+            let tick = inner.tick;
+            let wide = inner.wide.contains(path);
+            match inner.map.get_mut(path) {
+                Some(slot) => {
+                    slot.used = tick;
+                    let due = shared.due(slot, want, attr.ino, wide, now);
+                    if due == Due::Nothing {
+                        return Ok(slot.snap.clone());
+                    }
+                    let snap = slot.snap.clone();
+                    let pending = shared.start(&mut inner, backend, path, attr, due, false);
+                    drop(inner);
+                    if let Some(p) = pending {
+                        p.wait(REFRESH_WAIT);
+                    }
+                    let inner = shared.lock();
+                    return Ok(inner.map.get(path).map_or(snap, |s| s.snap.clone()));
+                }
+                None => (inner.firsts.get(path).cloned(), wide),
+            }
+        };
+        if let Some(p) = pending {
+            // A first listing is under way: it is this call's listing too.
+            p.wait(FIRST_WAIT);
+            if let Some(slot) = shared.lock().map.get(path) {
+                return Ok(slot.snap.clone());
+            }
+        }
+        let with_attrs = want == Want::Attrs && !wide;
+        let snap = Arc::new(shared.list(backend.as_ref(), path, attr, with_attrs)?);
+        shared.counters.first.fetch_add(1, Ordering::Relaxed);
+        shared.publish(path.clone(), snap.clone());
+        Ok(snap)
+    }
+
+    /// The fingerprint of the directory at `path` (current attributes `attr`), for a call
+    /// that asks for its attributes: from the listing in hand, which is refreshed beside the
+    /// call when it is older than the refresh interval (the call waits [`REFRESH_WAIT`] at most
+    /// for it). With no listing in hand, one is started, and the fingerprint last known (if
+    /// any) is answered until it is done.
+    pub(crate) fn change(
+        &self,
+        backend: &Arc<dyn Backend>,
+        path: &RelPath,
+        attr: &Attr,
+    ) -> Option<u64> {
+        let shared = &self.shared;
+        let now = Instant::now();
+        let pending = {
+            let mut inner = shared.lock();
+            inner.tick += 1;
+            let tick = inner.tick;
+            let wide = inner.wide.contains(path);
+            match inner.map.get_mut(path) {
+                Some(slot) => {
+                    slot.used = tick;
+                    let due = shared.due(slot, Want::Names, attr.ino, wide, now);
+                    if due == Due::Nothing {
+                        return Some(slot.snap.change);
+                    }
+                    shared.start(&mut inner, backend, path, attr, due, false)
+                }
+                None => {
+                    // Listed with attributes, as the READDIRPLUS that usually follows wants.
+                    let due = if wide { Due::Names } else { Due::Attrs };
+                    shared.start(&mut inner, backend, path, attr, due, true)
+                }
+            }
+        };
+        if let Some(p) = pending {
+            p.wait(REFRESH_WAIT);
+        }
+        let inner = shared.lock();
+        match inner.map.get(path) {
+            Some(slot) => Some(slot.snap.change),
+            None => inner.known.get(&path_hash(path)).copied(),
+        }
+    }
+
+    /// The snapshot of `path` listed by name now, in this call, unless its listing in hand is
+    /// younger than the refresh interval: for a handle walk that did not find a name in the
+    /// listing in hand (the name may be newer). A listing that shrank is held back as ever.
+    pub(crate) fn relisted(
+        &self,
+        backend: &Arc<dyn Backend>,
+        path: &RelPath,
+        attr: &Attr,
+    ) -> Result<Arc<DirSnapshot>, FsError> {
+        let shared = &self.shared;
+        let fresh = {
+            let inner = shared.lock();
+            inner
+                .map
+                .get(path)
+                .map(|s| (s.snap.clone(), s.checked.elapsed()))
+        };
+        match fresh {
+            Some((snap, age)) if age < shared.limits.refresh_interval => return Ok(snap),
+            Some(_) => {
+                let listed = shared.list(backend.as_ref(), path, attr, false);
+                shared.refreshed(path, listed, false);
+            }
+            None => return self.snapshot(backend, path, attr, Want::Names),
+        }
+        let inner = shared.lock();
+        match inner.map.get(path) {
+            Some(slot) => Ok(slot.snap.clone()),
+            None => {
+                drop(inner);
+                self.snapshot(backend, path, attr, Want::Names)
+            }
+        }
+    }
+
+    /// The fingerprint last known of the directory whose path hashes to `hash`, without
+    /// listing anything: for the entries of a READDIRPLUS.
+    pub(crate) fn known_change(&self, hash: u64) -> Option<u64> {
+        self.shared.lock().known.get(&hash).copied()
+    }
+
+    /// Bytes (snapshots, spare buffers, fingerprints) and entries held now.
     pub(crate) fn usage(&self) -> (usize, usize) {
         let (bytes, entries) = {
-            let inner = self.lock();
-            (inner.bytes, inner.entries)
+            let inner = self.shared.lock();
+            (inner.bytes + inner.known.len() * KNOWN_BYTES, inner.entries)
         };
-        (bytes + lock_spare(&self.spare).bytes, entries)
+        (bytes + lock_spare(&self.shared.spare).bytes, entries)
     }
 
     pub(crate) fn max_bytes(&self) -> usize {
-        self.limits.max_bytes
+        self.shared.limits.max_bytes
+    }
+
+    /// What the cache has done so far.
+    pub(crate) fn stats(&self) -> FreshnessStats {
+        let c = &self.shared.counters;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        FreshnessStats {
+            first_listings: load(&c.first),
+            refreshes: load(&c.refreshed),
+            changes: load(&c.changes),
+            shrinks_held: load(&c.held),
+            refresh_failures: load(&c.failed),
+        }
     }
 }
 
@@ -670,7 +1135,7 @@ mod tests {
                 std::fs::write(t.path().join(d).join(name(i)), b"").unwrap();
             }
         }
-        let fs = LocalFs::open(t.path()).unwrap();
+        let fs: Arc<dyn Backend> = Arc::new(LocalFs::open(t.path()).unwrap());
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
         let one = DirSnapshot::of_names(fs.read_dir(&a).unwrap(), &attr);
@@ -700,7 +1165,7 @@ mod tests {
         assert!(bytes <= cache.max_bytes(), "{bytes}");
         assert_eq!(entries, 2 * N, "the least recently used went");
         // Its buffers wait for the next snapshot, which reuses them.
-        let spare = lock_spare(&cache.spare).stores.len();
+        let spare = lock_spare(&cache.shared.spare).stores.len();
         assert_eq!(spare, 1);
         let p = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&p).unwrap();
@@ -708,7 +1173,7 @@ mod tests {
             cache.snapshot(&fs, &p, &attr, Want::Names).unwrap().len(),
             N
         );
-        assert!(lock_spare(&cache.spare).stores.len() <= spare);
+        assert!(lock_spare(&cache.shared.spare).stores.len() <= spare);
     }
 
     fn tree(dirs: &[&str], files: usize) -> (tempfile::TempDir, Arc<FaultFs<LocalFs>>) {
@@ -724,11 +1189,29 @@ mod tests {
         (t, fs)
     }
 
+    /// `cache`'s snapshots, in a cache of the same bound that refreshes after `interval`, and
+    /// publishes a shrunken listing at its third refresh in a row.
+    fn refreshing(cache: DirCache, interval: Duration) -> DirCache {
+        let limits = DirCacheLimits {
+            refresh_interval: interval,
+            shrink_hold: Duration::ZERO,
+            ..cache.shared.limits.clone()
+        };
+        let inner = std::mem::take(&mut *cache.lock());
+        let fresh = DirCache::new(limits);
+        *fresh.lock() = inner;
+        fresh
+    }
+
+    fn dynb(fs: &Arc<FaultFs<LocalFs>>) -> Arc<dyn Backend> {
+        fs.clone()
+    }
+
     /// A cache whose snapshots never expire by age (so the test never depends on its speed).
     fn cache(max_bytes: usize) -> DirCache {
         DirCache::new(DirCacheLimits {
             max_bytes,
-            max_age: Duration::from_secs(3600),
+            refresh_interval: Duration::from_secs(3600),
             ..DirCacheLimits::default()
         })
     }
@@ -769,7 +1252,7 @@ mod tests {
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
         let cache = cache(16 << 20);
-        let snap = cache.snapshot(fs.as_ref(), &a, &attr, Want::Attrs).unwrap();
+        let snap = cache.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
         assert!(snap.has_attrs());
         assert_eq!(fs.calls(Op::ReadDir), 1);
         let stats = fs.calls(Op::Stat);
@@ -779,7 +1262,7 @@ mod tests {
         }
         // READDIRPLUS again, READDIR, a handle walk: the same snapshot, nothing read or stat'ed.
         for want in [Want::Attrs, Want::Names, Want::Attrs] {
-            let again = cache.snapshot(fs.as_ref(), &a, &attr, want).unwrap();
+            let again = cache.snapshot(&dynb(&fs), &a, &attr, want).unwrap();
             assert!(Arc::ptr_eq(&snap, &again));
         }
         assert_eq!(fs.calls(Op::ReadDir), 1);
@@ -798,7 +1281,7 @@ mod tests {
         fs.inject(Op::Stat, Fault::fail(rustix::io::Errno::IO).at(&broken));
         let attr = fs.stat(&a).unwrap();
         let snap = cache(16 << 20)
-            .snapshot(fs.as_ref(), &a, &attr, Want::Attrs)
+            .snapshot(&dynb(&fs), &a, &attr, Want::Attrs)
             .unwrap();
         let missing: Vec<&[u8]> = snap
             .entries()
@@ -811,17 +1294,26 @@ mod tests {
     }
 
     #[test]
-    fn a_listing_by_name_is_served_to_readdirplus_as_it_is() {
+    fn a_listing_by_name_is_listed_with_attributes_beside_the_first_readdirplus() {
         let (_t, fs) = tree(&["a"], 10);
         let a = RelPath::parse(b"a").unwrap();
         let attr = fs.stat(&a).unwrap();
         let cache = cache(16 << 20);
-        let names = cache.snapshot(fs.as_ref(), &a, &attr, Want::Names).unwrap();
+        let names = cache.snapshot(&dynb(&fs), &a, &attr, Want::Names).unwrap();
         assert!(!names.has_attrs() && names.attr3(0).is_none());
+        // READDIR again, a handle walk: the same listing.
+        let again = cache.snapshot(&dynb(&fs), &a, &attr, Want::Names).unwrap();
+        assert!(Arc::ptr_eq(&names, &again));
+        // READDIRPLUS: listed with attributes beside the call, which a small directory's call
+        // waits for; the fingerprint is the same (same names).
+        let plus = cache.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
+        assert!(plus.has_attrs(), "listed with attributes");
+        assert_eq!(plus.change(), names.change());
+        assert_eq!(fs.calls(Op::ReadDir), 2);
         let stats = fs.calls(Op::Stat);
-        let plus = cache.snapshot(fs.as_ref(), &a, &attr, Want::Attrs).unwrap();
-        assert!(Arc::ptr_eq(&names, &plus), "not listed again");
-        assert_eq!((fs.calls(Op::ReadDir), fs.calls(Op::Stat)), (1, stats));
+        let kept = cache.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
+        assert!(Arc::ptr_eq(&plus, &kept));
+        assert_eq!((fs.calls(Op::ReadDir), fs.calls(Op::Stat)), (2, stats));
     }
 
     #[test]
@@ -834,25 +1326,224 @@ mod tests {
         // Room for its names (three quarters of the bound are for snapshots), not for its
         // attributes as well.
         let cache = cache((names.bytes() + 100 * ATTR_BYTES / 2) * 4 / 3);
-        let first = cache.snapshot(fs.as_ref(), &a, &attr, Want::Attrs).unwrap();
+        let first = cache.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
         assert!(first.has_attrs(), "this call is answered with them");
         assert_eq!(cache.lock().map.len(), 0, "but they are not kept");
         let stats = fs.calls(Op::Stat);
-        let second = cache.snapshot(fs.as_ref(), &a, &attr, Want::Attrs).unwrap();
+        let second = cache.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
         assert!(!second.has_attrs(), "listed by name");
         assert_eq!(fs.calls(Op::Stat), stats, "no stat of every entry again");
         assert_eq!(cache.usage().1, 100, "and kept");
         assert_eq!(fs.calls(Op::ReadDir), 2);
-        // Once most entries are gone, it is listed with attributes again.
+        // Once most entries are gone (for long enough: the refreshes that find the loss hold
+        // it back), it is listed with attributes again.
         for i in 10..100 {
             std::fs::remove_file(t.path().join(format!("a/name-{i}"))).unwrap();
         }
+        let cache = refreshing(cache, Duration::ZERO);
         let attr = fs.stat(&a).unwrap();
-        let small = cache.snapshot(fs.as_ref(), &a, &attr, Want::Names).unwrap();
+        for _ in 1..HOLD_REFRESHES {
+            let held = cache.snapshot(&dynb(&fs), &a, &attr, Want::Names).unwrap();
+            assert_eq!(held.len(), 100, "held back");
+        }
+        let small = cache.snapshot(&dynb(&fs), &a, &attr, Want::Names).unwrap();
         assert_eq!(small.len(), 10);
         std::fs::write(t.path().join("a/new"), b"").unwrap();
         let attr = fs.stat(&a).unwrap();
-        let plus = cache.snapshot(fs.as_ref(), &a, &attr, Want::Attrs).unwrap();
+        let plus = cache.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
         assert!(plus.has_attrs() && plus.len() == 11);
+    }
+
+    #[test]
+    fn the_fingerprint_is_made_of_the_names_alone_the_same_in_every_cache() {
+        let (t, fs) = tree(&["a", "b"], 20);
+        // `b` holds the same names as `a`, with other sizes, created in another order.
+        for i in 0..20 {
+            std::fs::write(t.path().join(format!("b/name-{i}")), vec![b'y'; 100 - i]).unwrap();
+        }
+        let (a, b) = (RelPath::parse(b"a").unwrap(), RelPath::parse(b"b").unwrap());
+        let one = cache(16 << 20);
+        let other = cache(16 << 20);
+        let of = |c: &DirCache, p: &RelPath, want| {
+            let attr = fs.stat(p).unwrap();
+            c.snapshot(&dynb(&fs), p, &attr, want).unwrap().change()
+        };
+        let first = of(&one, &a, Want::Attrs);
+        assert_eq!(
+            first,
+            of(&other, &a, Want::Names),
+            "another cache, listed by name"
+        );
+        assert_eq!(
+            first,
+            of(&other, &b, Want::Attrs),
+            "same names, other attributes"
+        );
+        let attr = fs.stat(&a).unwrap();
+        assert_eq!(one.change(&dynb(&fs), &a, &attr), Some(first));
+        assert_eq!(one.known_change(path_hash(&a)), Some(first));
+        // Another name: another fingerprint, and other times.
+        std::fs::write(t.path().join("a/new"), b"").unwrap();
+        let fresh = cache(16 << 20);
+        let second = of(&fresh, &a, Want::Names);
+        assert_ne!(first, second);
+        assert_ne!(change_time(first), change_time(second));
+        let t = change_time(second);
+        assert!((1_000_000_000..1_000_000_000 + (1 << 28)).contains(&t.seconds));
+        assert!(t.nanos < 1_000_000_000);
+        // A name moved from one entry to the next is another listing too.
+        let split = |names: &[&str]| {
+            let mut arrived = Arrivals::new(None, false);
+            for n in names {
+                arrived.entry(n.as_bytes(), None);
+            }
+            DirSnapshot::new(arrived, &attr, None).change()
+        };
+        assert_ne!(split(&["ab", "c"]), split(&["a", "bc"]));
+        assert_eq!(
+            split(&["x", "y"]),
+            split(&["y", "x"]),
+            "order listed does not count"
+        );
+    }
+
+    #[test]
+    fn with_nothing_changing_a_directory_is_listed_once_per_interval() {
+        let (_t, fs) = tree(&["a"], 5);
+        let a = RelPath::parse(b"a").unwrap();
+        let attr = fs.stat(&a).unwrap();
+        let c = cache(16 << 20);
+        for _ in 0..50 {
+            c.change(&dynb(&fs), &a, &attr).unwrap();
+            c.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
+            c.snapshot(&dynb(&fs), &a, &attr, Want::Names).unwrap();
+        }
+        assert_eq!(fs.calls(Op::ReadDir), 1, "one listing in the interval");
+        let stats = c.stats();
+        assert_eq!((stats.first_listings, stats.refreshes), (1, 0));
+        // Past the interval each call that asks lists it again, by name: nothing changed.
+        let c = refreshing(c, Duration::ZERO);
+        for _ in 0..3 {
+            c.change(&dynb(&fs), &a, &attr).unwrap();
+        }
+        assert_eq!(fs.calls(Op::ReadDir), 4);
+        let stats = c.stats();
+        assert_eq!((stats.refreshes, stats.changes), (3, 0));
+    }
+
+    #[test]
+    fn a_call_is_answered_from_the_listing_in_hand_while_a_refresh_hangs() {
+        let (t, fs) = tree(&["a"], 5);
+        let a = RelPath::parse(b"a").unwrap();
+        let attr = fs.stat(&a).unwrap();
+        let c = refreshing(cache(16 << 20), Duration::ZERO);
+        let before = c.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
+        std::fs::write(t.path().join("a/new"), b"").unwrap();
+        fs.inject(Op::ReadDir, Fault::hold());
+        // Both kinds of call come back, with what was in hand, while the refresh hangs.
+        let served = c.snapshot(&dynb(&fs), &a, &attr, Want::Attrs).unwrap();
+        assert!(Arc::ptr_eq(&before, &served));
+        assert_eq!(c.change(&dynb(&fs), &a, &attr), Some(before.change()));
+        assert!(fs.wait_held_timeout(Op::ReadDir, 1, Duration::from_secs(10)));
+        assert_eq!(fs.held(Op::ReadDir), 1, "one refresh, however many calls");
+        fs.clear(Op::ReadDir);
+        fs.release_all();
+        // Once it is done, calls get the new listing.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut now = before.change();
+        while now == before.change() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+            now = c.change(&dynb(&fs), &a, &attr).unwrap();
+        }
+        assert_ne!(now, before.change(), "the new listing is served");
+        assert_eq!(c.stats().changes, 1);
+        assert_eq!(
+            c.snapshot(&dynb(&fs), &a, &attr, Want::Names)
+                .unwrap()
+                .len(),
+            6
+        );
+    }
+
+    #[test]
+    fn a_listing_that_empties_is_held_back_until_the_loss_holds() {
+        let (t, fs) = tree(&["a"], 10);
+        let a = RelPath::parse(b"a").unwrap();
+        let attr = fs.stat(&a).unwrap();
+        let c = refreshing(cache(16 << 20), Duration::ZERO);
+        let full = c.snapshot(&dynb(&fs), &a, &attr, Want::Names).unwrap();
+        let away = t.path().join("away");
+        std::fs::rename(t.path().join("a"), &away).unwrap();
+        std::fs::create_dir(t.path().join("a")).unwrap();
+        let attr = fs.stat(&a).unwrap();
+        // The backend answers empty for a while: served as it was, counted.
+        assert_eq!(
+            c.snapshot(&dynb(&fs), &a, &attr, Want::Names)
+                .unwrap()
+                .len(),
+            10
+        );
+        for _ in 2..HOLD_REFRESHES {
+            assert_eq!(c.change(&dynb(&fs), &a, &attr), Some(full.change()));
+        }
+        assert_eq!(c.stats().shrinks_held, u64::from(HOLD_REFRESHES - 1));
+        // It comes back: nothing changed, as far as clients could tell.
+        std::fs::remove_dir(t.path().join("a")).unwrap();
+        std::fs::rename(&away, t.path().join("a")).unwrap();
+        let attr = fs.stat(&a).unwrap();
+        assert_eq!(c.change(&dynb(&fs), &a, &attr), Some(full.change()));
+        assert_eq!(c.stats().changes, 0);
+        // A failing listing keeps the one in hand too.
+        fs.inject(
+            Op::ReadDir,
+            Fault::fail(rustix::io::Errno::NOTCONN).times(1),
+        );
+        assert_eq!(
+            c.snapshot(&dynb(&fs), &a, &attr, Want::Names)
+                .unwrap()
+                .len(),
+            10
+        );
+        assert_eq!(c.stats().refresh_failures, 1);
+        // Emptied for good: published at the refresh that sees it for the third time in a row.
+        for i in 0..10 {
+            std::fs::remove_file(t.path().join(format!("a/name-{i}"))).unwrap();
+        }
+        let lens: Vec<usize> = (0..HOLD_REFRESHES)
+            .map(|_| {
+                c.snapshot(&dynb(&fs), &a, &attr, Want::Names)
+                    .unwrap()
+                    .len()
+            })
+            .collect();
+        assert_eq!(lens, [10, 10, 0]);
+        assert_eq!(c.stats().changes, 1);
+    }
+
+    #[test]
+    fn a_shrunken_listing_waits_for_the_hold_time_as_well() {
+        let (t, fs) = tree(&["a"], 4);
+        let a = RelPath::parse(b"a").unwrap();
+        let attr = fs.stat(&a).unwrap();
+        let c = DirCache::new(DirCacheLimits {
+            refresh_interval: Duration::ZERO,
+            shrink_hold: Duration::from_secs(3600),
+            ..DirCacheLimits::default()
+        });
+        c.snapshot(&dynb(&fs), &a, &attr, Want::Names).unwrap();
+        for i in 0..4 {
+            std::fs::remove_file(t.path().join(format!("a/name-{i}"))).unwrap();
+        }
+        for _ in 0..10 {
+            assert_eq!(
+                c.snapshot(&dynb(&fs), &a, &attr, Want::Names)
+                    .unwrap()
+                    .len(),
+                4
+            );
+        }
+        // Losing less than half is published at once.
+        let (_t2, fs2) = tree(&["a"], 4);
+        c.snapshot(&dynb(&fs2), &a, &attr, Want::Names).unwrap();
     }
 }

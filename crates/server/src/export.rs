@@ -3,7 +3,7 @@
 use crate::allow::AllowList;
 use crate::buffers::BufferPool;
 use crate::config::{CacheLimits, MAX_READ};
-use crate::dircache::{DirCache, DirCacheLimits, DirSnapshot, Want};
+use crate::dircache::{self, DirCache, DirCacheLimits, DirSnapshot, FreshnessStats, Want};
 use crate::error::Unresolved;
 use crate::handle::FileHandle;
 use crate::metrics::{CacheUsage, Metrics};
@@ -54,6 +54,7 @@ impl Export {
             backend,
             dirs: DirCache::new(DirCacheLimits {
                 max_bytes: caches.directories,
+                refresh_interval: caches.refresh_interval,
                 ..DirCacheLimits::default()
             }),
             handles: HandleCache::new(caches.handles),
@@ -167,18 +168,17 @@ impl Export {
         attr: &Attr,
         want: Want,
     ) -> Result<Arc<DirSnapshot>, FsError> {
-        self.dirs.snapshot(self.backend.as_ref(), path, attr, want)
+        self.dirs.snapshot(&self.backend, path, attr, want)
+    }
+
+    /// What the directory listings have done so far (refreshes, changes, held back).
+    pub(crate) fn freshness(&self) -> FreshnessStats {
+        self.dirs.stats()
     }
 
     /// The path a handle names, or why not.
     pub(crate) fn resolve(&self, fh: &FileHandle) -> Result<RelPath, Unresolved> {
-        resolve::resolve(
-            fh,
-            self.backend.as_ref(),
-            &self.dirs,
-            &self.handles,
-            &self.metrics,
-        )
+        resolve::resolve(fh, &self.backend, &self.dirs, &self.handles, &self.metrics)
     }
 
     /// The handle of `path`, remembered so that it resolves without a walk.
@@ -194,8 +194,56 @@ impl Export {
         self.handles.insert_hashed(child.hash, child.path);
     }
 
+    /// The attributes of `path` as clients get them: a directory's times are its listing's
+    /// fingerprint (`dircache::change_time`), so they move exactly when its names do, whatever
+    /// times the backend reports (frozen by some FUSE file systems, "now" on every request by
+    /// some WebDAV servers). Asking for them refreshes the listing when it is older than the
+    /// refresh interval; a directory never listed reports the backend's times until it is.
     pub(crate) fn stat(&self, path: &RelPath) -> Result<Attr, FsError> {
+        let attr = self.backend.stat(path)?;
+        if !attr.is_dir() {
+            return Ok(attr);
+        }
+        Ok(match self.dirs.change(&self.backend, path, &attr) {
+            Some(change) => dircache::with_change(attr, change),
+            None => attr,
+        })
+    }
+
+    /// The attributes of `path` as the backend gives them, for a call that takes a
+    /// directory's times from the snapshot it serves ([`Export::served`]).
+    pub(crate) fn stat_raw(&self, path: &RelPath) -> Result<Attr, FsError> {
         self.backend.stat(path)
+    }
+
+    /// The attributes of the entry at `path` (path hash `hash`) of a listing, as clients get
+    /// them, without listing anything: a directory gets the fingerprint last known of it, or
+    /// the backend's times if it was never listed.
+    pub(crate) fn stat_entry(&self, path: &RelPath, hash: u64) -> Result<Attr, FsError> {
+        let attr = self.backend.stat(path)?;
+        Ok(
+            match attr
+                .is_dir()
+                .then(|| self.dirs.known_change(hash))
+                .flatten()
+            {
+                Some(change) => dircache::with_change(attr, change),
+                None => attr,
+            },
+        )
+    }
+
+    /// The fingerprint last known of the directory whose path hashes to `hash`, without
+    /// listing anything.
+    pub(crate) fn known_change(&self, hash: u64) -> Option<u64> {
+        self.dirs.known_change(hash)
+    }
+
+    /// `attr`, the raw attributes of the directory whose snapshot is `snap`, as served with
+    /// that snapshot: its times are the snapshot's fingerprint, so a client never caches a
+    /// listing under another listing's change attribute.
+    pub(crate) fn served(attr: Attr, snap: &DirSnapshot) -> Attr {
+        dircache::with_change(attr, snap.change())
     }
 
     pub(crate) fn record_mount(&self, peer: SocketAddr, dirpath: &str) {

@@ -9,6 +9,7 @@
 //! deadline, and a result shared with a call that joined another (`dispatch` calls it). Calls
 //! are counted by [`Slot`], whose labels `dispatch` gives from the procedure tables.
 use crate::conns::ConnectionStats;
+use crate::dircache::FreshnessStats;
 use crate::reply::{Outcome, Status};
 use crate::stall::StallStats;
 use mountshare_proto::mount3::MountStat3;
@@ -61,6 +62,16 @@ pub const HANDLE_SEARCHES: &str = "mountshare_serve_handle_searches";
 pub const HANDLE_SEARCH_ENTRIES: &str = "mountshare_serve_handle_search_entries";
 /// Time those searches took, in seconds (counter).
 pub const HANDLE_SEARCH_SECONDS: &str = "mountshare_serve_handle_search_seconds";
+/// Listings of directories made from the backend, by `reason`: `first` (no listing in hand) or
+/// `refresh` (the one in hand was older than the refresh interval) (counter).
+pub const DIR_LISTINGS: &str = "mountshare_serve_dir_listings";
+/// Refreshes that found a directory's names changed, and served the new listing (counter).
+pub const DIR_CHANGES: &str = "mountshare_serve_dir_changes";
+/// Refreshes whose listing had lost most or all of its entries and was held back: the previous
+/// listing kept being served (counter).
+pub const DIR_SHRINKS_HELD: &str = "mountshare_serve_dir_shrinks_held";
+/// Refreshes that failed; the listing in hand kept being served (counter).
+pub const DIR_REFRESH_FAILURES: &str = "mountshare_serve_dir_refresh_failures";
 /// Bytes a cache holds now, by `cache` (gauge).
 pub const CACHE_BYTES: &str = "mountshare_serve_cache_bytes";
 /// Entries a cache holds now, by `cache` (gauge).
@@ -296,6 +307,7 @@ pub(crate) struct Sample {
     pub stalls: StallStats,
     pub connections: ConnectionStats,
     pub caches: Vec<CacheUsage>,
+    pub freshness: FreshnessStats,
     pub ready: bool,
     /// Failed root probes by reason: error, timeout, busy.
     pub probe_failures: [u64; 3],
@@ -542,6 +554,35 @@ impl Collector for Shared {
             MetricType::Counter,
         )?)?;
 
+        let f = &s.freshness;
+        counter(
+            &mut enc,
+            DIR_LISTINGS,
+            "Listings of directories made from the backend",
+            &[
+                (vec![("reason", "first")], f.first_listings),
+                (vec![("reason", "refresh")], f.refreshes),
+            ],
+        )?;
+        counter(
+            &mut enc,
+            DIR_CHANGES,
+            "Refreshes that found a directory's names changed",
+            &[(vec![], f.changes)],
+        )?;
+        counter(
+            &mut enc,
+            DIR_SHRINKS_HELD,
+            "Refreshes whose listing lost most or all entries and was held back",
+            &[(vec![], f.shrinks_held)],
+        )?;
+        counter(
+            &mut enc,
+            DIR_REFRESH_FAILURES,
+            "Refreshes of a directory that failed",
+            &[(vec![], f.refresh_failures)],
+        )?;
+
         let of = |f: fn(&CacheUsage) -> u64| -> Vec<(Labels, i64)> {
             s.caches
                 .iter()
@@ -778,6 +819,10 @@ mod tests {
             HANDLE_SEARCHES,
             HANDLE_SEARCH_ENTRIES,
             HANDLE_SEARCH_SECONDS,
+            DIR_LISTINGS,
+            DIR_CHANGES,
+            DIR_SHRINKS_HELD,
+            DIR_REFRESH_FAILURES,
             CACHE_BYTES,
             CACHE_ENTRIES,
             CACHE_LIMIT_BYTES,

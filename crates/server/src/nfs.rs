@@ -6,6 +6,7 @@ use crate::reply::{decode_args, Reply, Results, Tail};
 
 use crate::dircache::{Attr3, DirSnapshot, Want};
 use crate::error::{self, nfsstat};
+use crate::export::Export;
 use crate::handle::{path_hash, Children, FileHandle};
 use crate::splice::{Spliced, SplicedData};
 use mountshare_fs::{validate_name, Attr, FileKind, RelPath};
@@ -337,7 +338,12 @@ impl Handler<'_> {
         verf: &CookieVerf3,
         want: Want,
     ) -> Result<(RelPath, Attr, std::sync::Arc<DirSnapshot>), Failed> {
-        let (dir, attr) = self.object(fh).map_err(|s| (s, PostOpAttr(None)))?;
+        // The backend's attributes: a directory's times are those of the snapshot served.
+        let dir = self.path_of(fh).map_err(|s| (s, PostOpAttr(None)))?;
+        let attr = self
+            .export
+            .stat_raw(&dir)
+            .map_err(|e| (error::object_status(&e), PostOpAttr(None)))?;
         let attrs = self.post_op(&dir, &attr);
         if !attr.is_dir() {
             return Err((NfsStat3::NotDir, attrs));
@@ -353,8 +359,9 @@ impl Handler<'_> {
             .export
             .dir_snapshot(&dir, &attr, want)
             .map_err(|e| (nfsstat(&e), attrs))?;
+        let attr = Export::served(attr, &snap);
         if dir.is_root() && !self.export.holds_expected(&snap) {
-            return Err((error::library_incomplete(), attrs));
+            return Err((error::library_incomplete(), self.post_op(&dir, &attr)));
         }
         Ok((dir, attr, snap))
     }
@@ -461,11 +468,15 @@ impl Handler<'_> {
             (DOTDOT_COOKIE, &b".."[..], dir.parent()),
         ];
         for (cookie, name, path) in dots.into_iter().filter(|(c, _, _)| *c > a.cookie) {
-            let attributes = self
-                .export
-                .stat(&path)
-                .ok()
-                .map(|at| fattr3(fsid, &path, &at));
+            // `.` is the directory as served with this snapshot.
+            let attributes = if path == dir {
+                Some(fattr3(fsid, &path, &attr))
+            } else {
+                self.export
+                    .stat(&path)
+                    .ok()
+                    .map(|at| fattr3(fsid, &path, &at))
+            };
             let fh = attributes
                 .as_ref()
                 .and_then(|_| self.export.handle_for(&path))
@@ -490,12 +501,20 @@ impl Handler<'_> {
                 }
                 let child = children.entry(name);
                 // Attributes come from the snapshot. An entry it holds none for (a directory
-                // listed by name only, a stat that failed then) is stat'ed now.
+                // listed by name only, a stat that failed then) is stat'ed now. A directory's
+                // times are the fingerprint last known of its listing (none is made here).
                 let attributes = match snap.attr3(i) {
-                    Some(kept) => Some(kept.fattr3(fsid, child.hash)),
-                    None => RelPath::from_bytes(child.path)
-                        .ok()
-                        .and_then(|path| Some(fattr3(fsid, &path, &self.export.stat(&path).ok()?))),
+                    Some(kept) => {
+                        let kept = match self.export.known_change(child.hash) {
+                            Some(change) if kept.is_dir() => kept.with_change(change),
+                            _ => *kept,
+                        };
+                        Some(kept.fattr3(fsid, child.hash))
+                    }
+                    None => RelPath::from_bytes(child.path).ok().and_then(|path| {
+                        let at = self.export.stat_entry(&path, child.hash).ok()?;
+                        Some(fattr3(fsid, &path, &at))
+                    }),
                 };
                 let fh = attributes.as_ref().and(child.handle);
                 if !w.push(child.hash, name, cookie, attributes.as_ref(), fh) {

@@ -173,6 +173,7 @@ impl View {
             stalls: self.stalls.stats(),
             connections: self.conns.stats.snapshot(),
             caches: self.export.cache_usage(),
+            freshness: self.export.freshness(),
             ready,
             probe_failures: self
                 .readiness

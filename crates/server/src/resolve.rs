@@ -163,7 +163,7 @@ impl HandleCache {
 /// `metrics`).
 pub(crate) fn resolve(
     fh: &FileHandle,
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     dirs: &DirCache,
     cache: &HandleCache,
     metrics: &Metrics,
@@ -194,18 +194,29 @@ pub(crate) fn resolve(
 /// The snapshot of `dir`, if it is a directory that can be listed now. A failure to list is
 /// recorded in `failed` when [`error::walk_failed`] says it proves nothing.
 fn listing(
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     dirs: &DirCache,
     dir: &RelPath,
     failed: &mut Option<Unresolved>,
 ) -> Option<Arc<DirSnapshot>> {
-    let snap = backend.stat(dir).and_then(|attr| {
-        if attr.is_dir() {
-            dirs.snapshot(backend, dir, &attr, Want::Names).map(Some)
-        } else {
-            Ok(None)
-        }
-    });
+    listed(backend, dirs, dir, failed, false)
+}
+
+/// [`listing`], `again`: listed now unless listed within the refresh interval.
+fn listed(
+    backend: &Arc<dyn Backend>,
+    dirs: &DirCache,
+    dir: &RelPath,
+    failed: &mut Option<Unresolved>,
+    again: bool,
+) -> Option<Arc<DirSnapshot>> {
+    let snap = backend
+        .stat(dir)
+        .and_then(|attr| match (attr.is_dir(), again) {
+            (false, _) => Ok(None),
+            (true, false) => dirs.snapshot(backend, dir, &attr, Want::Names).map(Some),
+            (true, true) => dirs.relisted(backend, dir, &attr).map(Some),
+        });
     match snap {
         Ok(snap) => snap,
         Err(e) => {
@@ -219,7 +230,7 @@ fn listing(
 }
 
 fn children(
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     dirs: &DirCache,
     dir: &RelPath,
     failed: &mut Option<Unresolved>,
@@ -235,7 +246,7 @@ fn children(
 /// file system could not list (so a miss proves nothing).
 fn walk(
     fh: &FileHandle,
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     dirs: &DirCache,
     failed: &mut Option<Unresolved>,
     metrics: &Metrics,
@@ -244,15 +255,23 @@ fn walk(
     let mut frontier = vec![RelPath::root()];
     for want in &fh.components {
         let mut next = Vec::new();
-        for dir in &frontier {
-            let Some(snap) = listing(backend, dirs, dir, failed) else {
-                continue;
-            };
-            // Only the names whose hash matches become paths: a big directory costs no joins.
-            for (_, name) in snap.entries().filter(|(_, n)| component_hash(n) == *want) {
-                if let Ok(p) = dir.join(name) {
-                    next.push(p);
+        // The listings in hand first; if none holds the name, listings made now (a listing in
+        // hand may be up to a refresh interval older than the name).
+        for again in [false, true] {
+            for dir in &frontier {
+                let Some(snap) = listed(backend, dirs, dir, failed, again) else {
+                    continue;
+                };
+                // Only the names whose hash matches become paths: a big directory costs no
+                // joins.
+                for (_, name) in snap.entries().filter(|(_, n)| component_hash(n) == *want) {
+                    if let Ok(p) = dir.join(name) {
+                        next.push(p);
+                    }
                 }
+            }
+            if !next.is_empty() {
+                break;
             }
         }
         if next.is_empty() {
@@ -287,7 +306,7 @@ fn walk(
 fn search(
     fh: &FileHandle,
     frontier: Vec<RelPath>,
-    backend: &dyn Backend,
+    backend: &Arc<dyn Backend>,
     dirs: &DirCache,
     failed: &mut Option<Unresolved>,
     visited: &mut usize,
@@ -333,7 +352,7 @@ mod tests {
     use crate::dircache::DirCacheLimits;
     use mountshare_fs::LocalFs;
 
-    fn setup() -> (tempfile::TempDir, LocalFs) {
+    fn setup() -> (tempfile::TempDir, Arc<dyn Backend>) {
         let t = tempfile::tempdir().unwrap();
         let mut deep = t.path().to_path_buf();
         for i in 0..20 {
@@ -343,7 +362,7 @@ mod tests {
         std::fs::write(deep.join("file"), b"x").unwrap();
         std::fs::create_dir_all(t.path().join("a/b")).unwrap();
         std::fs::write(t.path().join("a/b/c"), b"y").unwrap();
-        let fs = LocalFs::open(t.path()).unwrap();
+        let fs: Arc<dyn Backend> = Arc::new(LocalFs::open(t.path()).unwrap());
         (t, fs)
     }
 
@@ -408,7 +427,8 @@ mod tests {
         }
         let target = RelPath::parse(format!("{guided}a/b2/file").as_bytes()).unwrap();
         let fh = FileHandle::for_path(&target).unwrap();
-        let fs = FaultFs::new(LocalFs::open(t.path()).unwrap());
+        let faults = Arc::new(FaultFs::new(LocalFs::open(t.path()).unwrap()));
+        let fs: Arc<dyn Backend> = faults.clone();
         let found = Metrics::default();
         let fresh = || DirCache::new(DirCacheLimits::default());
         let got = resolve(&fh, &fs, &fresh(), &HandleCache::new(1 << 16), &found);
@@ -420,7 +440,7 @@ mod tests {
         assert_eq!(found.search_count(SearchOutcome::Found), 1);
         // Listings below the guided depth now take longer than a whole search may.
         let slow = MAX_SEARCH_TIME + Duration::from_millis(50);
-        fs.inject(
+        faults.inject(
             Op::ReadDir,
             Fault::delay(slow).on(|p: &RelPath| p.depth() > MAX_GUIDED_DEPTH),
         );

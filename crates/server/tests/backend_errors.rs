@@ -30,8 +30,15 @@ struct Setup {
 /// A server over the sample tree behind a `FaultFs`, mounted, with handles of `dir`,
 /// `dir/file` and `dir/link` looked up before any fault is injected.
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+/// [`setup`], with faults injected before anything is looked up: looking a directory up lists
+/// it (its times are made of its listing), so a fault of its listing must be in place first.
+async fn setup_with(faults: impl FnOnce(&FaultFs<LocalFs>)) -> Setup {
     let tree = sample_tree();
     let fs = faulty(tree.0.path());
+    faults(&fs);
     let srv = TestServer::start_with(fs.clone(), |_| {}).await;
     let m = srv.mount().await;
     let dir = m.nfs.lookup_path(&m.root, "dir").await.unwrap();
@@ -289,8 +296,8 @@ async fn read_of_a_file_that_vanished_is_stale() {
 
 #[tokio::test]
 async fn listing_whose_read_dir_fails() {
-    let s = setup().await;
-    s.fs.inject(Op::ReadDir, Fault::fail(Errno::IO).at(&rel("dir")));
+    let s = setup_with(|fs| fs.inject(Op::ReadDir, Fault::fail(Errno::IO).at(&rel("dir")))).await;
+    let listed = s.fs.calls(Op::ReadDir);
     match readdir(&s.m, &s.dir).await {
         ReadDir3Res::Fail(status, f) => {
             assert_eq!(status, NfsStat3::Io);
@@ -305,16 +312,26 @@ async fn listing_whose_read_dir_fails() {
         }
         ReadDirPlus3Res::Ok(_) => panic!("READDIRPLUS succeeded"),
     }
-    assert_eq!(s.fs.calls(Op::ReadDir), 2, "a failed listing is not cached");
+    assert_eq!(
+        s.fs.calls(Op::ReadDir) - listed,
+        2,
+        "a failed listing is not cached"
+    );
     s.fs.clear(Op::ReadDir);
     assert_eq!(s.m.nfs.readdirplus_all(&s.dir).await.unwrap().len(), 5);
 }
 
 #[tokio::test]
 async fn readdirplus_lists_an_entry_whose_stat_fails_without_attributes() {
-    let s = setup().await;
-    s.fs.inject(Op::Stat, Fault::fail(Errno::IO).at(&rel("dir/file")));
-    let entries = s.m.nfs.readdirplus_all(&s.dir).await.unwrap();
+    // Failing from the start: the listing made when `dir` is looked up has no attributes for
+    // it either.
+    let tree = sample_tree();
+    let fs = faulty(tree.0.path());
+    fs.inject(Op::Stat, Fault::fail(Errno::IO).at(&rel("dir/file")));
+    let srv = TestServer::start_with(fs.clone(), |_| {}).await;
+    let m = srv.mount().await;
+    let dir = m.nfs.lookup_path(&m.root, "dir").await.unwrap();
+    let entries = m.nfs.readdirplus_all(&dir).await.unwrap();
     let mut names: Vec<_> = entries.iter().map(|e| e.name.clone()).collect();
     names.sort();
     assert_eq!(names, [&b"."[..], b"..", b"file", b"link", b"sub"]);
