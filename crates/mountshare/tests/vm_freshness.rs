@@ -14,8 +14,10 @@
 //!    the time of the request): for 10 s the guest stats and lists a directory that does not
 //!    change: its mtime and ctime as the guest sees them stay the same, the server gets no
 //!    READDIR or READDIRPLUS after the first listing, and finds no changed listing.
-//! 3. **Polling**: nothing changes while the guest lists `__all__` every 0.2 s for 12 s; the
-//!    server lists directories from the backend at most once per refresh interval (plus 2).
+//! 3. **Polling**: nothing changes while the guest lists `__all__` every 0.2 s for 12 s with
+//!    `ls` (which stats every folder in it), then reads only its names for 12 s more; the server
+//!    lists each directory the client asks about from the backend at most once per refresh
+//!    interval (plus 2 in all).
 //! 4. **Emptying**: `__all__` lists empty on the host for 3.5 s (swapped with an empty folder,
 //!    then back) while the guest lists it every 0.2 s; no listing in the guest is empty, and the
 //!    server held back the shrunk listing (`mountshare_serve_dir_shrinks_held_total`).
@@ -294,7 +296,8 @@ while [ $(( $(now_ms) - t0 )) -lt @MOVING_MS@ ]; do
 done
 say "@@P2_DONE $n $moved"
 
-# 3. Polling.
+# 3. Polling: `ls /mnt/s3/__all__` (which also stats each entry), then the names alone from
+# inside __all__ (a glob: one directory asked about, no other).
 host_wait
 ls /mnt/s3/__all__ >/dev/null
 say "@@P3_LISTED"
@@ -305,6 +308,19 @@ while [ $(( $(now_ms) - t0 )) -lt @POLL_MS@ ]; do
     n=$((n + 1))
     usleep 200000
 done
+say "@@P3_DONE $n"
+host_wait
+cd /mnt/s3/__all__
+set -- *
+say "@@P3_LISTED $#"
+host_wait
+t0=$(now_ms) n=0
+while [ $(( $(now_ms) - t0 )) -lt @POLL_MS@ ]; do
+    set -- *
+    n=$((n + 1))
+    usleep 200000
+done
+cd /
 say "@@P3_DONE $n"
 
 # 4. Emptying: each line of /tmp/counts holds the names readdir gave (a glob) and the lines of
@@ -449,42 +465,55 @@ fn directories_stay_fresh_for_the_kernel_client() {
         )
     });
 
-    // 3. Polling: listings from the backend at most once per interval.
+    // 3. Polling: listings from the backend at most once per interval for each directory the
+    // client asks about. `ls /mnt/s3/__all__` asks about the root (the lookup of `__all__`),
+    // `__all__`, and each of its folders (ls stats them, and the client asks for the attributes
+    // of a folder when its own 1 to 2 s run out); the glob inside `__all__` about `__all__` alone.
     guest.send_line("polling").unwrap();
-    guest.wait_for("@@P3_LISTED", MINUTE).unwrap();
-    let before = polling.metrics();
-    let began = Instant::now();
-    guest.send_line("go").unwrap();
-    let done = guest
-        .wait_for("@@P3_DONE ", Duration::from_millis(POLL_MS) + 2 * MINUTE)
-        .unwrap();
-    let period = began.elapsed();
-    let after = polling.metrics();
-    let listings = after.listings() - before.listings();
-    let bound = period.as_secs() / REFRESH.as_secs() + 2;
-    println!(
-        "polling: {} listings by the guest in {:.1} s made {listings} listings from the backend \
-         (bound {bound}); server before {}; after {}",
-        field(&done, 1),
-        period.as_secs_f64(),
-        before.describe(),
-        after.describe()
-    );
-    checks.check(listings <= bound, || {
-        format!(
-            "polling an unchanged __all__ for {:.1} s made {listings} listings from the backend, \
-             more than {bound} (one per {REFRESH:?}, plus 2): before {}; after {}",
+    for (what, in_use) in [
+        ("ls /mnt/s3/__all__", 2 + ENTRIES.len() as u64),
+        ("a glob in __all__", 1),
+    ] {
+        guest.wait_for("@@P3_LISTED", MINUTE).unwrap();
+        let before = polling.metrics();
+        let began = Instant::now();
+        guest.send_line("go").unwrap();
+        let done = guest
+            .wait_for("@@P3_DONE ", Duration::from_millis(POLL_MS) + 2 * MINUTE)
+            .unwrap();
+        let period = began.elapsed();
+        let after = polling.metrics();
+        let listings = after.listings() - before.listings();
+        let bound = in_use * (period.as_secs() / REFRESH.as_secs()) + 2;
+        println!(
+            "polling with {what}: {} polls in {:.1} s made {listings} listings from the backend \
+             (bound {bound}: directories asked about {in_use}, one listing each per {REFRESH:?}, \
+             plus 2); server before {}; after {}",
+            field(&done, 1),
             period.as_secs_f64(),
             before.describe(),
             after.describe()
-        )
-    });
-    checks.check(after.changes() == 0, || {
-        format!(
-            "polling: the server found changed listings: {}",
-            after.describe()
-        )
-    });
+        );
+        checks.check(listings <= bound, || {
+            format!(
+                "polling an unchanged __all__ with {what} for {:.1} s made {listings} listings \
+                 from the backend, more than {bound} (directories asked about {in_use}, one \
+                 listing each per {REFRESH:?}, plus 2): before {}; after {}",
+                period.as_secs_f64(),
+                before.describe(),
+                after.describe()
+            )
+        });
+        checks.check(after.changes() == 0, || {
+            format!(
+                "polling with {what}: the server found changed listings: {}",
+                after.describe()
+            )
+        });
+        if in_use > 1 {
+            guest.send_line("next").unwrap();
+        }
+    }
 
     // 4. Emptying: __all__ lists empty on the host for a while; never in the guest.
     let all = emptying.source().join("__all__");
@@ -514,10 +543,35 @@ fn directories_stay_fresh_for_the_kernel_client() {
     let errors = guest.wait_for("@@P4_ERRORS", MINUTE).unwrap();
     let after = emptying.metrics();
     let (listings, min_names, min_ls) = (field(&done, 1), field(&done, 2), field(&done, 3));
+    let short = guest
+        .console()
+        .iter()
+        .filter(|l| l.starts_with("@@P4_SHORT "))
+        .count();
+    let entry_errors = format!(
+        "LOOKUP answered NFS3ERR_NOENT {} times, GETATTR answered other than NFS3_OK {} times",
+        after.sum(
+            "mountshare_serve_calls_total",
+            &[r#"procedure="LOOKUP""#, r#"status="NFS3ERR_NOENT""#]
+        ) - before.sum(
+            "mountshare_serve_calls_total",
+            &[r#"procedure="LOOKUP""#, r#"status="NFS3ERR_NOENT""#]
+        ),
+        after.sum("mountshare_serve_calls_total", &[r#"procedure="GETATTR""#])
+            - after.sum(
+                "mountshare_serve_calls_total",
+                &[r#"procedure="GETATTR""#, r#"status="NFS3_OK""#]
+            )
+            - (before.sum("mountshare_serve_calls_total", &[r#"procedure="GETATTR""#])
+                - before.sum(
+                    "mountshare_serve_calls_total",
+                    &[r#"procedure="GETATTR""#, r#"status="NFS3_OK""#]
+                ))
+    );
     println!(
         "emptying: __all__ listed empty on the host for {:.1} s; {listings} listings in the guest, \
-         the fewest names readdir gave {min_names}, the fewest lines of ls {min_ls} (of {}); \
-         {errors}; server before {}; after {}",
+         {short} short: the fewest names readdir gave {min_names}, the fewest entries ls showed \
+         {min_ls} (of {}); {errors}; meanwhile {entry_errors}; server before {}; after {}",
         empty_for.as_secs_f64(),
         ENTRIES.len(),
         before.describe(),
@@ -526,13 +580,14 @@ fn directories_stay_fresh_for_the_kernel_client() {
     checks.check(min_names > 0, || {
         format!(
             "emptying: a listing (readdir) in the guest was empty: the fewest names \
-             {min_names} in {listings} listings; see the @@P4_SHORT lines"
+             {min_names} in {listings} listings, {short} short; see the @@P4_SHORT lines"
         )
     });
     checks.check(min_ls > 0, || {
         format!(
-            "emptying: an ls in the guest showed nothing (it stats each entry; it showed the \
-             fewest {min_ls} in {listings} listings; see the @@P4_SHORT lines and {errors})"
+            "emptying: an ls in the guest showed no entry: ls stats each name readdir gave, and \
+             the stats failed; the fewest entries {min_ls} in {listings} listings, {short} short \
+             (@@P4_SHORT names entries); {errors}; {entry_errors}"
         )
     });
     checks.check(after.shrinks_held() > before.shrinks_held(), || {
