@@ -24,6 +24,26 @@
 //! so answering a hung read with EIO while the file still hangs would only hang it again: hence
 //! `fail` is a rule too.)
 //!
+//! # Directory times
+//!
+//! [`DirTimes`] (`--dir-times`) chooses what times the daemon reports for directories, to stand
+//! in for FUSE file systems that do not keep them as a local file system does:
+//!
+//! - [`DirTimes::Passthrough`] (the default): the host directory's own.
+//! - [`DirTimes::Frozen`]: every directory has one constant atime, mtime and ctime (the daemon's
+//!   start, to the second), size (4096) and link count (2), whatever is added or removed in it,
+//!   like Decypharr's DFS FUSE. Nothing in a directory's attributes tells that it changed.
+//! - [`DirTimes::Moving`]: every stat or lookup of a directory reports the present time as its
+//!   atime, mtime and ctime, though nothing changed, like Decypharr's WebDAV (`getlastmodified`
+//!   is the time of the request). Directory attributes are given to the kernel with a time to
+//!   live of 0, so each `stat` of a directory on the mount reaches the daemon and sees a new time.
+//!
+//! In every mode a directory's listing is the host directory's at the time of the call (the
+//! daemon keeps no listing, and the kernel caches none: entries added on the host show in the
+//! next `readdir`), and negative lookups are not cached by the kernel either. The kernel caches
+//! the attributes of files and of passthrough and frozen directories, and every name it looked
+//! up, for one second.
+//!
 //! A read hangs in the daemon, after the kernel sent it: with the kernel's default
 //! `max_background` of 12, no more than 12 page-cache reads reach the daemon at once; the others
 //! wait in the kernel and are not counted by `hung`.
@@ -132,6 +152,46 @@ pub fn parse_command(line: &str) -> std::result::Result<Command, String> {
     }
 }
 
+/// What times `hangfs` reports for directories (see the module documentation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DirTimes {
+    /// The host directory's own attributes.
+    #[default]
+    Passthrough,
+    /// One constant atime, mtime and ctime (the daemon's start, to the second), size and link
+    /// count for every directory, whatever changes in it.
+    Frozen,
+    /// The present time as atime, mtime and ctime at every stat or lookup of a directory, and no
+    /// caching of directory attributes in the kernel.
+    Moving,
+}
+
+impl DirTimes {
+    /// The value of `--dir-times`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DirTimes::Passthrough => "passthrough",
+            DirTimes::Frozen => "frozen",
+            DirTimes::Moving => "moving",
+        }
+    }
+}
+
+impl std::str::FromStr for DirTimes {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "passthrough" => Ok(DirTimes::Passthrough),
+            "frozen" => Ok(DirTimes::Frozen),
+            "moving" => Ok(DirTimes::Moving),
+            _ => Err(format!(
+                "--dir-times must be passthrough, frozen or moving, not {s:?}"
+            )),
+        }
+    }
+}
+
 /// How to run a [`HangFs`].
 #[derive(Debug, Clone)]
 pub struct HangFsOptions {
@@ -142,6 +202,8 @@ pub struct HangFsOptions {
     pub hang: Vec<String>,
     /// FUSE session threads (hung reads occupy none of them).
     pub threads: usize,
+    /// What times directories report. Default [`DirTimes::Passthrough`].
+    pub dir_times: DirTimes,
 }
 
 impl Default for HangFsOptions {
@@ -150,6 +212,7 @@ impl Default for HangFsOptions {
             max_background: Some(256),
             hang: Vec::new(),
             threads: 2,
+            dir_times: DirTimes::Passthrough,
         }
     }
 }
@@ -159,6 +222,14 @@ impl HangFsOptions {
     /// 12), like rclone and go-fuse.
     pub fn kernel_default_max_background(mut self) -> Self {
         self.max_background = None;
+        self
+    }
+
+    /// Report directory times as `dir_times` says: [`DirTimes::Frozen`] stands in for a FUSE
+    /// file system whose directories never change times, [`DirTimes::Moving`] for one whose
+    /// directories change times at every stat.
+    pub fn dir_times(mut self, dir_times: DirTimes) -> Self {
+        self.dir_times = dir_times;
         self
     }
 }
@@ -252,7 +323,9 @@ impl HangFs {
             .arg("--control")
             .arg(&self.control)
             .arg("--threads")
-            .arg(self.options.threads.to_string());
+            .arg(self.options.threads.to_string())
+            .arg("--dir-times")
+            .arg(self.options.dir_times.as_str());
         match self.options.max_background {
             Some(n) => cmd.arg("--max-background").arg(n.to_string()),
             None => cmd.arg("--kernel-default-max-background"),
@@ -561,6 +634,16 @@ mod tests {
         assert!(glob_match("exact", "exact"));
         assert!(!glob_match("exact", "exactly"));
         assert!(glob_match("**x", "yyx"));
+    }
+
+    #[test]
+    fn dir_times_round_trip() {
+        for d in [DirTimes::Passthrough, DirTimes::Frozen, DirTimes::Moving] {
+            assert_eq!(d.as_str().parse::<DirTimes>(), Ok(d));
+        }
+        assert!("Frozen".parse::<DirTimes>().is_err());
+        assert!("".parse::<DirTimes>().is_err());
+        assert_eq!(HangFsOptions::default().dir_times, DirTimes::Passthrough);
     }
 
     #[test]

@@ -1,15 +1,17 @@
 //! The `hangfs` test FUSE file system itself: a passthrough whose chosen reads hang until
 //! released, with 80 of them hung at once while the rest of the mount stays usable; EIO on
-//! demand; a `kill -9` that leaves a dead mount and a restart that serves again.
+//! demand; a `kill -9` that leaves a dead mount and a restart that serves again; directory times
+//! passed through, frozen or moving (`--dir-times`), with listings passed through in every mode.
 //!
 //! Needs root and /dev/fuse (both are there in CI); skips with a message otherwise.
 
-use mountshare_testkit::hangfs::{HangFs, HangFsOptions};
+use mountshare_testkit::hangfs::{DirTimes, HangFs, HangFsOptions};
 use mountshare_testkit::tree::{md5_bytes, md5_file, TreeBuilder};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hangfs");
 const HUNG: usize = 80;
@@ -241,4 +243,145 @@ fn with_the_kernel_default_only_twelve_reads_reach_the_daemon() {
         assert_eq!(data.len(), 200_000);
         handle.join().unwrap();
     }
+}
+
+/// Past the one second the kernel keeps attributes it got from hangfs.
+const PAST_TTL: Duration = Duration::from_millis(1100);
+
+/// `(mtime, ctime)` of `path` in nanoseconds since the epoch.
+fn times(path: &Path) -> (i128, i128) {
+    let m = std::fs::metadata(path).unwrap();
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    (ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec()))
+}
+
+fn names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+fn mount_with(f: &Fixture, dir_times: DirTimes) -> HangFs {
+    HangFs::start(
+        BIN,
+        &f.source,
+        &f.mnt,
+        HangFsOptions::default().dir_times(dir_times),
+    )
+    .unwrap()
+}
+
+#[test]
+fn frozen_directory_times_stay_while_entries_come_and_listings_show_them_at_once() {
+    if !can_mount_fuse("frozen_directory_times_stay") {
+        return;
+    }
+    let f = fixture(1);
+    let fs = mount_with(&f, DirTimes::Frozen);
+    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
+    let before = times(&f.mnt.join("ok"));
+    let meta = std::fs::metadata(f.mnt.join("ok")).unwrap();
+    assert_eq!(before.0, before.1, "mtime and ctime are the same time");
+    assert_eq!(before.0 % 1_000_000_000, 0, "a whole second");
+    let frozen_secs = (before.0 / 1_000_000_000) as u64;
+    assert!(
+        frozen_secs <= now.as_secs() && frozen_secs + 60 > now.as_secs(),
+        "the daemon's start: {frozen_secs} (now {})",
+        now.as_secs()
+    );
+    assert_eq!(times(&f.mnt), before, "every directory has the same times");
+    assert_eq!(times(&f.mnt.join("hang")), before);
+    let listed = names(&f.mnt.join("ok"));
+
+    // Add a file and a folder on the host: they show in the next listing at once (the kernel
+    // caches no listing), and in a lookup; the directory's attributes do not move, even once
+    // the kernel asks the daemon again.
+    std::fs::write(f.source.join("ok/new.txt"), b"new\n").unwrap();
+    std::fs::create_dir(f.source.join("ok/new-dir")).unwrap();
+    let mut want = listed.clone();
+    want.extend(["new-dir".to_string(), "new.txt".to_string()]);
+    want.sort();
+    assert_eq!(names(&f.mnt.join("ok")), want);
+    assert_eq!(std::fs::read(f.mnt.join("ok/new.txt")).unwrap(), b"new\n");
+    std::thread::sleep(PAST_TTL);
+    let after = std::fs::metadata(f.mnt.join("ok")).unwrap();
+    assert_eq!(times(&f.mnt.join("ok")), before, "frozen times moved");
+    assert_eq!((after.size(), after.nlink()), (meta.size(), meta.nlink()));
+    let host = times(&f.source.join("ok"));
+    assert_ne!(host, before, "the host directory's own times did move");
+
+    // Removing entries changes nothing either.
+    std::fs::remove_file(f.source.join("ok/new.txt")).unwrap();
+    std::thread::sleep(PAST_TTL);
+    assert_eq!(times(&f.mnt.join("ok")), before);
+    assert!(!names(&f.mnt.join("ok")).contains(&"new.txt".to_string()));
+    // Files keep their own times.
+    assert_eq!(
+        times(&f.mnt.join("ok/small.txt")),
+        times(&f.source.join("ok/small.txt"))
+    );
+    drop(fs);
+}
+
+#[test]
+fn moving_directory_times_are_the_time_of_each_stat() {
+    if !can_mount_fuse("moving_directory_times_are_the_time_of_each_stat") {
+        return;
+    }
+    let f = fixture(1);
+    let fs = mount_with(&f, DirTimes::Moving);
+    let host = times(&f.source.join("ok"));
+    let listed = names(&f.mnt.join("ok"));
+    let first = times(&f.mnt.join("ok"));
+    std::thread::sleep(PAST_TTL);
+    let second = times(&f.mnt.join("ok"));
+    // Nothing changed, yet each stat reports its own time: at least the 1.1 s slept apart
+    // (the kernel caches no directory attributes, so no stat is answered from its cache).
+    assert!(
+        second.0 - first.0 >= 1_000_000_000 && second.1 - first.1 >= 1_000_000_000,
+        "{first:?} then {second:?}"
+    );
+    let stat_now = times(&f.mnt.join("ok"));
+    assert!(stat_now.0 > second.0, "the very next stat moves too");
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128;
+    assert!(stat_now.0 <= now && now - stat_now.0 < 5_000_000_000);
+    assert!(times(&f.mnt).0 > first.0, "the root's times move too");
+    assert_eq!(times(&f.source.join("ok")), host, "the host did not change");
+    assert_eq!(names(&f.mnt.join("ok")), listed, "nor did the listing");
+    // Files keep their own times.
+    assert_eq!(
+        times(&f.mnt.join("ok/small.txt")),
+        times(&f.source.join("ok/small.txt"))
+    );
+    drop(fs);
+}
+
+#[test]
+fn passthrough_directory_times_are_the_host_directory_times() {
+    if !can_mount_fuse("passthrough_directory_times_are_the_host_directory_times") {
+        return;
+    }
+    let f = fixture(1);
+    let fs = mount_with(&f, DirTimes::Passthrough);
+    assert_eq!(times(&f.mnt.join("ok")), times(&f.source.join("ok")));
+    let before = times(&f.mnt.join("ok"));
+    std::thread::sleep(PAST_TTL);
+    assert_eq!(times(&f.mnt.join("ok")), before, "nothing changed");
+    std::fs::write(f.source.join("ok/new.txt"), b"new\n").unwrap();
+    assert!(names(&f.mnt.join("ok")).contains(&"new.txt".to_string()));
+    std::thread::sleep(PAST_TTL);
+    let host = times(&f.source.join("ok"));
+    assert_ne!(host, before);
+    assert_eq!(times(&f.mnt.join("ok")), host, "the host's new times");
+    assert_eq!(
+        std::fs::metadata(f.mnt.join("ok")).unwrap().nlink(),
+        std::fs::metadata(f.source.join("ok")).unwrap().nlink()
+    );
+    drop(fs);
 }

@@ -4,12 +4,13 @@
 //! ```text
 //! hangfs --source DIR --mountpoint MNT --control SOCKET [--hang GLOB]...
 //!        [--max-background N | --kernel-default-max-background] [--threads N]
+//!        [--dir-times passthrough|frozen|moving]
 //! ```
 //!
 //! It mounts at MNT (`allow_other`, read-only), listens for commands on the Unix socket SOCKET,
 //! prints `ready` on stdout, and serves until `quit` (which unmounts) or a signal (which leaves a
 //! dead mount behind, as a crashed daemon does). The commands, one per line, each answered by one
-//! line, are described in `mountshare_testkit::hangfs`.
+//! line, and the directory times of `--dir-times`, are described in `mountshare_testkit::hangfs`.
 //!
 //! A hung read keeps its FUSE reply object parked in a list, so it blocks nothing else: the
 //! session thread goes on with other requests, and any number of reads can hang at once.
@@ -19,7 +20,7 @@ use fuser::{
     ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, Request, SessionACL,
 };
 use mountshare_testkit::hangfs::{
-    glob_match, parse_command, Command, KERNEL_DEFAULT_MAX_BACKGROUND,
+    glob_match, parse_command, Command, DirTimes, KERNEL_DEFAULT_MAX_BACKGROUND,
 };
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -32,9 +33,13 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+/// How long the kernel may keep attributes and names it got from the daemon.
 const TTL: Duration = Duration::from_secs(1);
+/// Directory size and link count reported by `--dir-times frozen`.
+const FROZEN_DIR_SIZE: u64 = 4096;
+const FROZEN_DIR_NLINK: u32 = 2;
 /// The longest command line accepted on the control socket.
 const MAX_COMMAND: usize = 4096;
 /// The largest read the kernel may ask for (FUSE caps requests at 1 MiB today).
@@ -48,6 +53,7 @@ struct Args {
     /// `None`: the kernel's default (12), as rclone and go-fuse leave it.
     max_background: Option<u16>,
     threads: usize,
+    dir_times: DirTimes,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -57,6 +63,7 @@ fn parse_args() -> Result<Args, String> {
     let mut hang = Vec::new();
     let mut max_background = Some(256u16);
     let mut threads = 2usize;
+    let mut dir_times = DirTimes::Passthrough;
     let mut it = std::env::args_os().skip(1);
     while let Some(arg) = it.next() {
         let mut value = |name: &str| {
@@ -87,6 +94,13 @@ fn parse_args() -> Result<Args, String> {
                     .filter(|n| (1..=64).contains(n))
                     .ok_or("--threads needs a number from 1 to 64")?;
             }
+            Some("--dir-times") => {
+                let v = value("--dir-times")?;
+                dir_times = v
+                    .to_str()
+                    .ok_or("--dir-times needs passthrough, frozen or moving")?
+                    .parse()?;
+            }
             _ => return Err(format!("unknown argument {arg:?}")),
         }
     }
@@ -97,6 +111,7 @@ fn parse_args() -> Result<Args, String> {
         hang,
         max_background,
         threads,
+        dir_times,
     })
 }
 
@@ -157,6 +172,9 @@ struct Inodes {
 struct HangFs {
     source: PathBuf,
     max_background: Option<u16>,
+    dir_times: DirTimes,
+    /// The times of every directory under `--dir-times frozen`: the start, to the second.
+    frozen: SystemTime,
     inodes: Mutex<Inodes>,
     files: Mutex<HashMap<u64, (String, Arc<File>)>>,
     next_fh: AtomicU64,
@@ -164,13 +182,23 @@ struct HangFs {
 }
 
 impl HangFs {
-    fn new(source: PathBuf, max_background: Option<u16>, shared: Arc<Shared>) -> Self {
+    fn new(
+        source: PathBuf,
+        max_background: Option<u16>,
+        dir_times: DirTimes,
+        shared: Arc<Shared>,
+    ) -> Self {
         let mut inodes = Inodes::default();
         inodes.paths.push(PathBuf::new());
         inodes.by_path.insert(PathBuf::new(), 1);
+        let since_epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
         HangFs {
             source,
             max_background,
+            dir_times,
+            frozen: UNIX_EPOCH + Duration::from_secs(since_epoch.as_secs()),
             inodes: Mutex::new(inodes),
             files: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -207,7 +235,7 @@ impl HangFs {
                 Err(_) => UNIX_EPOCH,
             }
         };
-        FileAttr {
+        let mut attr = FileAttr {
             ino: INodeNo(ino),
             size: meta.size(),
             blocks: meta.blocks(),
@@ -223,6 +251,31 @@ impl HangFs {
             rdev: meta.rdev().try_into().unwrap_or(0),
             blksize: 4096,
             flags: 0,
+        };
+        if attr.kind == FileType::Directory {
+            match self.dir_times {
+                DirTimes::Passthrough => {}
+                DirTimes::Frozen => {
+                    (attr.atime, attr.mtime, attr.ctime) = (self.frozen, self.frozen, self.frozen);
+                    attr.size = FROZEN_DIR_SIZE;
+                    attr.nlink = FROZEN_DIR_NLINK;
+                }
+                DirTimes::Moving => {
+                    let now = SystemTime::now();
+                    (attr.atime, attr.mtime, attr.ctime) = (now, now, now);
+                }
+            }
+        }
+        attr
+    }
+
+    /// How long the kernel may cache `attr`: not at all for a directory whose times move, so
+    /// that every stat of it reaches the daemon (and sees a new time).
+    fn attr_ttl(&self, attr: &FileAttr) -> Duration {
+        if attr.kind == FileType::Directory && self.dir_times == DirTimes::Moving {
+            Duration::ZERO
+        } else {
+            TTL
         }
     }
 }
@@ -277,8 +330,8 @@ impl Filesystem for HangFs {
         let rel = dir.join(name);
         match std::fs::symlink_metadata(self.host(&rel)) {
             Ok(meta) => {
-                let ino = self.ino_of(&rel);
-                reply.entry(&TTL, &self.attr(ino, &meta), Generation(0));
+                let attr = self.attr(self.ino_of(&rel), &meta);
+                reply.entry_with_ttls(&self.attr_ttl(&attr), &TTL, &attr, Generation(0));
             }
             Err(e) => reply.error(e.into()),
         }
@@ -289,7 +342,10 @@ impl Filesystem for HangFs {
             return reply.error(Errno::ENOENT);
         };
         match std::fs::symlink_metadata(self.host(&rel)) {
-            Ok(meta) => reply.attr(&TTL, &self.attr(u64::from(ino), &meta)),
+            Ok(meta) => {
+                let attr = self.attr(u64::from(ino), &meta);
+                reply.attr(&self.attr_ttl(&attr), &attr);
+            }
             Err(e) => reply.error(e.into()),
         }
     }
@@ -596,7 +652,12 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let fs = HangFs::new(args.source.clone(), args.max_background, shared.clone());
+    let fs = HangFs::new(
+        args.source.clone(),
+        args.max_background,
+        args.dir_times,
+        shared.clone(),
+    );
     let mut config = Config::default();
     config.mount_options = vec![
         MountOption::RO,
