@@ -10,6 +10,8 @@
 //!    [`SEEN_BOUND`] (the goal is 10 s; a TCG guest on two shared cores is slow). Without
 //!    freshness the client never sees the new names in `ls`: the directory's attributes never
 //!    change, so it keeps its cached listing.
+//!    Then a folder chosen so that `__all__`'s times go *down* is added: `ls` must show it too
+//!    (the client takes any other ctime for a change, a smaller one included).
 //! 2. **Moving times** (`--dir-times moving`, Decypharr's WebDAV, where a directory's time is
 //!    the time of the request): for 10 s the guest stats and lists a directory that does not
 //!    change: its mtime and ctime as the guest sees them stay the same, the server gets no
@@ -279,6 +281,18 @@ while :; do
     usleep 200000
 done
 say "@@P1_DONE ls=${ls_ms:-never} open-new3=${new_ms:-never} open-missed=${missed_ms:-never}"
+# 1b. A change to a smaller ctime is seen too (the host picks the name that makes it smaller).
+host_wait
+ls /mnt/s1/__all__ >/dev/null
+say "@@P1B_BEFORE $(stat -c '%z' /mnt/s1/__all__)"
+host_wait
+down=$HOST_LINE
+t0=$(now_ms) down_ms=
+while [ $(( $(now_ms) - t0 )) -lt @GIVE_UP_MS@ ]; do
+    if ls -1 /mnt/s1/__all__ 2>/dev/null | grep -qx "$down"; then down_ms=$(( $(now_ms) - t0 )); break; fi
+    usleep 200000
+done
+say "@@P1B_DONE ${down_ms:-never} $(stat -c '%z' /mnt/s1/__all__)"
 
 # 2. Moving times.
 host_wait
@@ -344,6 +358,12 @@ say "@@P4_DONE $(wc -l </tmp/counts) $(cut -d' ' -f1 /tmp/counts | min) $(cut -d
 say "@@P4_ERRORS $(head -c 300 /tmp/ls.err 2>/dev/null | tr '\n' '|')"
 umount /mnt/s1 /mnt/s2 /mnt/s3 /mnt/s4
 "#;
+
+/// The times `serve` gives a directory holding `names`.
+fn times_of(names: &[String]) -> (i64, u32) {
+    let bytes: Vec<&[u8]> = names.iter().map(|n| n.as_bytes()).collect();
+    mountshare_server::listing_times(&bytes)
+}
 
 #[test]
 fn directories_stay_fresh_for_the_kernel_client() {
@@ -418,6 +438,50 @@ fn directories_stay_fresh_for_the_kernel_client() {
         !guest.console().iter().any(|l| l.starts_with("@@ERROR")),
         || "the guest saw `missed` before it was added".into(),
     );
+
+    // 1b. The Linux client takes a smaller ctime for a change as well (NFSv3 has no ordered
+    // change attribute: a reply to a call sent after the last update is applied, whatever its
+    // times): a folder whose listing makes `__all__`'s times go down is seen like any other.
+    guest.send_line("down").unwrap();
+    let before = guest.wait_for("@@P1B_BEFORE ", MINUTE).unwrap();
+    let mut names: Vec<String> = ENTRIES
+        .iter()
+        .chain(&ADDED)
+        .map(|n| n.to_string())
+        .collect();
+    let now = times_of(&names);
+    let down = (0..1000)
+        .map(|k| format!("down-{k}"))
+        .find(|n| {
+            names.push(n.clone());
+            let lower = times_of(&names) < now;
+            names.pop();
+            lower
+        })
+        .expect("a name that lowers the directory's times");
+    std::fs::create_dir(constant.source().join("__all__").join(&down)).unwrap();
+    guest.send_line(&down).unwrap();
+    let done = guest
+        .wait_for(
+            "@@P1B_DONE ",
+            Duration::from_millis(GIVE_UP_MS) + 2 * MINUTE,
+        )
+        .unwrap();
+    let before = before["@@P1B_BEFORE ".len()..].trim().to_owned();
+    let rest = &done["@@P1B_DONE ".len()..];
+    let (seen, after) = rest.split_once(' ').unwrap_or((rest, ""));
+    println!(
+        "smaller ctime: {down} seen in ls after {seen} ms; __all__'s ctime went from {before}          to {after}"
+    );
+    checks.check(
+        seen.parse::<u64>()
+            .is_ok_and(|ms| Duration::from_millis(ms) <= SEEN_BOUND),
+        || format!("a change to a smaller ctime was not seen within {SEEN_BOUND:?}: {done}"),
+    );
+    // Same format, same zone: the strings order as the times do.
+    checks.check(after.trim() < before.as_str(), || {
+        format!("__all__'s ctime did not go down: {before} -> {after}")
+    });
 
     // 2. Moving directory times: no change seen, no re-read.
     guest.send_line("moving").unwrap();

@@ -139,15 +139,30 @@ const CHANGE_SEED: u64 = 0x6469_7263_6867_3031;
 /// another one. Kinds are not in it: a listing by name carries none, and a directory must get
 /// one value however it was listed.
 fn change_of(store: &Storage) -> u64 {
+    change_of_sorted((0..store.cookies.len()).map(|i| store.name(i)))
+}
+
+/// [`change_of`] of names given in cookie order (then name order, as snapshots sort them).
+fn change_of_sorted<'a>(names: impl Iterator<Item = &'a [u8]>) -> u64 {
     let mut h = xxhash_rust::xxh3::Xxh3::with_seed(CHANGE_SEED);
-    for i in 0..store.cookies.len() {
-        let name = store.name(i);
+    let mut count = 0u64;
+    for name in names {
         // The length first: ["ab", "c"] and ["a", "bc"] differ.
         h.update(&(name.len() as u16).to_le_bytes());
         h.update(name);
+        count += 1;
     }
-    h.update(&(store.cookies.len() as u64).to_le_bytes());
+    h.update(&count.to_le_bytes());
     h.digest()
+}
+
+/// The mtime and ctime `serve` reports for a directory whose listing holds `names` (in any
+/// order), as (seconds, nanoseconds): for tests and tools that predict them.
+pub fn listing_times(names: &[&[u8]]) -> (i64, u32) {
+    let mut sorted: Vec<(u64, &[u8])> = names.iter().map(|n| (name_cookie(n), *n)).collect();
+    sorted.sort_unstable();
+    let t = change_time(change_of_sorted(sorted.into_iter().map(|(_, n)| n)));
+    (t.seconds, t.nanos)
 }
 
 /// The time a directory with fingerprint `change` reports as its mtime and ctime. The Linux
@@ -1469,6 +1484,9 @@ mod tests {
             DirSnapshot::new(arrived, &attr, None).change()
         };
         assert_ne!(split(&["ab", "c"]), split(&["a", "bc"]));
+        // What tools are told to expect is what is served.
+        let t = change_time(split(&["x", "y"]));
+        assert_eq!(listing_times(&[b"y", b"x"]), (t.seconds, t.nanos));
         assert_eq!(
             split(&["x", "y"]),
             split(&["y", "x"]),

@@ -48,6 +48,7 @@ pub use config::{
     DEFAULT_IDLE_TIMEOUT,
 };
 pub use conns::ConnectionStats;
+pub use dircache::listing_times;
 pub use observe::Observer;
 pub use server::{Server, ServerError};
 pub use stall::StallStats;
