@@ -15,8 +15,9 @@ pub(crate) fn encode_into(out: &mut String, bytes: &[u8], keep_slash: bool) {
             out.push(char::from(b));
         } else {
             out.push('%');
-            out.push(char::from(HEX[usize::from(b >> 4)]));
-            out.push(char::from(HEX[usize::from(b & 15)]));
+            let digit = |n: u8| char::from(HEX.get(usize::from(n)).copied().unwrap_or(b'0'));
+            out.push(digit(b >> 4));
+            out.push(digit(b & 15));
         }
     }
 }
