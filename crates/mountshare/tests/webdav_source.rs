@@ -258,3 +258,41 @@ fn the_backend_reads_every_odd_name_and_lists_with_attributes() {
         "read_link is EINVAL"
     );
 }
+
+/// Run `mountshare serve ARGS` expecting it to fail; returns its stderr.
+fn serve_fails(args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(BIN)
+        .arg("serve")
+        .args(args)
+        .envs(env.iter().copied())
+        .env_remove("MOUNTSHARE_WEBDAV_PASSWORD")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "serve {args:?} should fail");
+    String::from_utf8(out.stderr).unwrap()
+}
+
+#[test]
+fn command_line_mistakes_with_a_url_are_clear_errors() {
+    let l = "127.0.0.1:0";
+    let e = serve_fails(&["https://127.0.0.1:1/", "--listen", l], &[]);
+    assert!(e.contains("https is not supported yet"), "{e}");
+    let e = serve_fails(
+        &["http://127.0.0.1:1/", "--listen", l, "--require-mount"],
+        &[],
+    );
+    assert!(e.contains("do not apply to a WebDAV URL"), "{e}");
+    let e = serve_fails(
+        &["http://127.0.0.1:1/", "--listen", l, "--from-process", "x"],
+        &[],
+    );
+    assert!(e.contains("do not apply to a WebDAV URL"), "{e}");
+    let e = serve_fails(
+        &["http://127.0.0.1:1/", "--listen", l, "--webdav-user", "u"],
+        &[],
+    );
+    assert!(e.contains("needs a password"), "{e}");
+    let e = serve_fails(&[".", "--listen", l, "--webdav-user", "u"], &[]);
+    assert!(e.contains("need a WebDAV URL"), "{e}");
+}
