@@ -579,3 +579,6 @@ impl Backend for WebDav {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
