@@ -37,7 +37,7 @@ static LOG_FORMAT: OnceLock<LogFormat> = OnceLock::new();
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve a directory read-only over NFSv3 (with MOUNT and PORTMAP on the same port).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Keep an NFS export mounted at a host path and heal it without restarting consumers.
     Attach(attach::AttachArgs),
     /// Say which link of the chain is broken: what is mounted at a path, or how an NFS server answers.
@@ -87,7 +87,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = LOG_FORMAT.set(cli.log_format);
     let result = match cli.command {
-        Command::Serve(args) => serve::run(args),
+        Command::Serve(args) => serve::run(*args),
         Command::Attach(args) => attach::run(args),
         Command::Doctor(args) => doctor::run(args),
         Command::Bench(args) => bench::run(args),

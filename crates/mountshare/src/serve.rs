@@ -26,8 +26,20 @@ use std::time::Duration;
 
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// Directory to export, read-only. Clients mount it as HOST:/.
+    /// Directory to export, read-only, or the URL of a WebDAV collection to serve
+    /// (`http://HOST:PORT/PATH/`; https is not supported yet). Clients mount it as HOST:/.
     pub dir: PathBuf,
+
+    /// With a WebDAV URL: the user for HTTP basic authentication. The password comes from
+    /// --webdav-password-file or the MOUNTSHARE_WEBDAV_PASSWORD environment variable, never
+    /// from the command line.
+    #[arg(long, value_name = "USER")]
+    pub webdav_user: Option<String>,
+
+    /// With a WebDAV URL: a file holding the password of --webdav-user (a final newline is
+    /// not part of it). Takes precedence over MOUNTSHARE_WEBDAV_PASSWORD.
+    #[arg(long, value_name = "FILE")]
+    pub webdav_password_file: Option<PathBuf>,
 
     /// Address and port for NFS, MOUNT and PORTMAP (all three on this one TCP port).
     #[arg(long, default_value = "0.0.0.0:2049", value_name = "ADDR:PORT")]
@@ -294,6 +306,12 @@ struct Tree {
 /// Turn the command line into the tree to serve. Each kind of source is one arm here; one that
 /// needs no following (such as a URL) is `Tree { backend, name, followed: None }`.
 fn tree(args: &ServeArgs) -> anyhow::Result<Tree> {
+    if let Some(url) = args.dir.to_str().filter(|d| mountshare_webdav::is_url(d)) {
+        return webdav_tree(args, url);
+    }
+    if args.webdav_user.is_some() || args.webdav_password_file.is_some() {
+        bail!("--webdav-user and --webdav-password-file need a WebDAV URL (http://HOST:PORT/PATH/) in place of DIR");
+    }
     let followed = if args.run || args.from_process.is_some() {
         Followed::fuse_mount(args)?
     } else {
@@ -304,6 +322,47 @@ fn tree(args: &ServeArgs) -> anyhow::Result<Tree> {
         name: followed.dir.display().to_string(),
         followed: Some(followed),
     })
+}
+
+/// A WebDAV collection (`mountshare_webdav`): a fixed backend, nothing to follow.
+fn webdav_tree(args: &ServeArgs, url: &str) -> anyhow::Result<Tree> {
+    if args.run || args.from_process.is_some() || args.require_mount {
+        bail!("--run, --from-process and --require-mount serve a FUSE mount at a directory; they do not apply to a WebDAV URL");
+    }
+    let password = match &args.webdav_password_file {
+        Some(file) => Some(read_password_file(file)?),
+        None => std::env::var("MOUNTSHARE_WEBDAV_PASSWORD").ok(),
+    };
+    let credentials = match (&args.webdav_user, password) {
+        (Some(user), Some(password)) => Some((user.clone(), password)),
+        (Some(_), None) => bail!("--webdav-user needs a password: --webdav-password-file FILE or MOUNTSHARE_WEBDAV_PASSWORD"),
+        (None, Some(_)) if args.webdav_password_file.is_some() => {
+            bail!("--webdav-password-file needs --webdav-user")
+        }
+        (None, _) => None,
+    };
+    let options = mountshare_webdav::WebDavOptions {
+        credentials,
+        ..Default::default()
+    };
+    let backend = mountshare_webdav::WebDav::new(url, options)
+        .map_err(|e| anyhow::anyhow!("cannot serve {url}: {e}"))?;
+    Ok(Tree {
+        name: backend.display_url(),
+        backend: Arc::new(backend),
+        followed: None,
+    })
+}
+
+/// The password in `file`, without a final newline; at most 64 KiB are read.
+fn read_password_file(file: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(file)
+        .and_then(|f| f.take(64 << 10).read_to_string(&mut text))
+        .with_context(|| format!("--webdav-password-file {}", file.display()))?;
+    let trimmed = text.strip_suffix('\n').unwrap_or(&text);
+    Ok(trimmed.strip_suffix('\r').unwrap_or(trimmed).to_string())
 }
 
 /// The mount at DIR, followed: looked at every --check-interval, and what is found there
