@@ -205,6 +205,14 @@ impl TreeBuilder {
             .ctx(|| format!("chown {}", path.display()))
     }
 
+    /// Gives every directory below the root (and the root) the mtime `times` gives for its
+    /// names (a server that reports a directory's times from its listing, such as `mountshare
+    /// serve`, passes its own function), so that a client's view can be compared with the host's.
+    /// Call it last, after [`TreeBuilder::stamp_times`].
+    pub fn stamp_dir_times_with(&self, times: &dyn Fn(&[&[u8]]) -> (i64, u32)) -> Result<()> {
+        stamp_dirs_with(&self.root, times)
+    }
+
     /// Gives every entry below the root (and the root) a distinct, deterministic mtime far from
     /// now, without following symlinks. Call it last: creating an entry changes its parent's mtime.
     pub fn stamp_times(&self) -> Result<()> {
@@ -232,6 +240,35 @@ fn stamp_dir(root: &Path, dir: &Path) -> Result<()> {
         }
     }
     stamp(root, dir)
+}
+
+fn stamp_dirs_with(dir: &Path, times: &dyn Fn(&[&[u8]]) -> (i64, u32)) -> Result<()> {
+    use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
+    let mut names = Vec::new();
+    for entry in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
+        let entry = entry.ctx(|| format!("read {}", dir.display()))?;
+        let kind = entry
+            .file_type()
+            .ctx(|| format!("stat {}", entry.path().display()))?;
+        if kind.is_dir() {
+            stamp_dirs_with(&entry.path(), times)?;
+        }
+        names.push(entry.file_name().as_bytes().to_vec());
+    }
+    let refs: Vec<&[u8]> = names.iter().map(Vec::as_slice).collect();
+    let (tv_sec, nanos) = times(&refs);
+    let time = Timespec {
+        tv_sec,
+        tv_nsec: nanos as _,
+    };
+    let stamps = Timestamps {
+        last_access: time,
+        last_modification: time,
+    };
+    rustix::fs::utimensat(CWD, dir, &stamps, AtFlags::SYMLINK_NOFOLLOW).map_err(|e| Error::Io {
+        context: format!("utimensat {}", dir.display()),
+        source: e.into(),
+    })
 }
 
 fn stamp(root: &Path, path: &Path) -> Result<()> {
