@@ -209,7 +209,7 @@ impl TreeBuilder {
     /// names (a server that reports a directory's times from its listing, such as `mountshare
     /// serve`, passes its own function), so that a client's view can be compared with the host's.
     /// Call it last, after [`TreeBuilder::stamp_times`].
-    pub fn stamp_dir_times_with(&self, times: &dyn Fn(&[&[u8]]) -> (i64, u32)) -> Result<()> {
+    pub fn stamp_dir_times_with(&self, times: &ListingTimes) -> Result<()> {
         stamp_dirs_with(&self.root, times)
     }
 
@@ -219,6 +219,9 @@ impl TreeBuilder {
         stamp_dir(&self.root, &self.root)
     }
 }
+
+/// The (seconds, nanoseconds) a server reports as the times of a directory holding these names.
+pub type ListingTimes = dyn Fn(&[&[u8]]) -> (i64, u32);
 
 /// The name of entry `i` made by [`TreeBuilder::many`].
 pub fn many_name(i: usize) -> String {
@@ -242,7 +245,7 @@ fn stamp_dir(root: &Path, dir: &Path) -> Result<()> {
     stamp(root, dir)
 }
 
-fn stamp_dirs_with(dir: &Path, times: &dyn Fn(&[&[u8]]) -> (i64, u32)) -> Result<()> {
+fn stamp_dirs_with(dir: &Path, times: &ListingTimes) -> Result<()> {
     use rustix::fs::{AtFlags, Timespec, Timestamps, CWD};
     let mut names = Vec::new();
     for entry in fs::read_dir(dir).ctx(|| format!("read {}", dir.display()))? {
