@@ -765,6 +765,27 @@ impl Shared {
         }
     }
 
+    /// A call's use of `path`, for `want`, the directory's inode being `ino` now: whether the
+    /// directory is too wide to keep with attributes, and its snapshot in hand (if any) with
+    /// what is due for it.
+    fn touch(
+        &self,
+        inner: &mut Inner,
+        path: &RelPath,
+        want: Want,
+        ino: u64,
+    ) -> (bool, Option<(Arc<DirSnapshot>, Due)>) {
+        inner.tick += 1;
+        let tick = inner.tick;
+        let wide = inner.wide.contains(path);
+        let found = inner.map.get_mut(path).map(|slot| {
+            slot.used = tick;
+            let due = self.due(slot, want, ino, wide, Instant::now());
+            (slot.snap.clone(), due)
+        });
+        (wide, found)
+    }
+
     /// List `path` now, with each entry's attributes or not.
     fn list(
         &self,
@@ -1044,20 +1065,12 @@ impl DirCache {
         want: Want,
     ) -> Result<Arc<DirSnapshot>, FsError> {
         let shared = &self.shared;
-        let now = Instant::now();
         let (pending, wide) = {
             let mut inner = shared.lock();
-            inner.tick += 1;
-            let tick = inner.tick;
-            let wide = inner.wide.contains(path);
-            match inner.map.get_mut(path) {
-                Some(slot) => {
-                    slot.used = tick;
-                    let due = shared.due(slot, want, attr.ino, wide, now);
-                    if due == Due::Nothing {
-                        return Ok(slot.snap.clone());
-                    }
-                    let snap = slot.snap.clone();
+            let (wide, found) = shared.touch(&mut inner, path, want, attr.ino);
+            match found {
+                Some((snap, Due::Nothing)) => return Ok(snap),
+                Some((snap, due)) => {
                     let refresh = shared.start(&mut inner, backend, path, attr, due, false);
                     drop(inner);
                     refresh.finish(shared);
@@ -1093,21 +1106,12 @@ impl DirCache {
         attr: &Attr,
     ) -> Option<u64> {
         let shared = &self.shared;
-        let now = Instant::now();
         let refresh = {
             let mut inner = shared.lock();
-            inner.tick += 1;
-            let tick = inner.tick;
-            let wide = inner.wide.contains(path);
-            match inner.map.get_mut(path) {
-                Some(slot) => {
-                    slot.used = tick;
-                    let due = shared.due(slot, Want::Names, attr.ino, wide, now);
-                    if due == Due::Nothing {
-                        return Some(slot.snap.change);
-                    }
-                    shared.start(&mut inner, backend, path, attr, due, false)
-                }
+            let (wide, found) = shared.touch(&mut inner, path, Want::Names, attr.ino);
+            match found {
+                Some((snap, Due::Nothing)) => return Some(snap.change),
+                Some((_, due)) => shared.start(&mut inner, backend, path, attr, due, false),
                 None => {
                     // Listed with attributes, as the READDIRPLUS that usually follows wants.
                     let due = if wide { Due::Names } else { Due::Attrs };
